@@ -1,0 +1,25 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (both set everything up first).
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup demo test lint
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install --upgrade pip
+	$(VPY) -m pip install "torch==2.14.1" "torchvision==0.29.1" || $(VPY) -m pip install "torch>=2.4" torchvision
+	$(VPY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/monai-ng demo --out outputs/demo
+
+test: $(STAMP)
+	$(VPY) -m pytest -n 2 -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
