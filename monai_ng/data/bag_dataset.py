@@ -1,0 +1,123 @@
+"""Bags of slice embeddings from an :class:`~monai_ng.data.embedding_store.EmbeddingStore`, and their collate.
+
+Variable-length bags are padded to the longest bag of the batch; a bool mask ``[B, N]`` marks the valid slices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from monai_ng.data.embedding_store import EmbeddingStore, StoreError
+
+__all__ = ["BagDataset", "collate_bags", "BagKeys"]
+
+
+class BagKeys:
+    """Keys of a bag item and of a collated batch."""
+
+    EMBEDDINGS = "embeddings"  # item [S, D]; batch [B, N, D]
+    MASK = "mask"  # batch [B, N] bool, True = valid slice
+    LABEL = "label"  # item scalar; batch [B] float32
+    SLICE_LABELS = "slice_labels"  # item [S] int8; batch [B, N] int8, -1 = unknown or padding
+    SCAN_ID = "scan_id"  # item str; batch list[str]
+    INDEX = "index"  # item int; batch [B] int64 (row in the store's manifest)
+    N_SLICES = "n_slices"  # batch [B] int64
+
+
+class BagDataset(Dataset):
+    """One item per scan: its slice embeddings, scan label and slice labels.
+
+    Args:
+        store: an open store or the path of one.
+        indices: manifest rows to expose (e.g. one split); default all scans.
+        check_finite: raise (naming the scan) when a loaded bag holds NaN/inf.
+
+    Items are dicts with ``embeddings`` ``[S, D]`` (the store's dtype, float16 or float32), ``label`` (int),
+    ``slice_labels`` ``[S]`` int8 (all -1 when the store has none), ``scan_id`` and ``index``.
+    """
+
+    def __init__(
+        self,
+        store: EmbeddingStore | str,
+        indices: Sequence[int] | np.ndarray | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        self.store = store if isinstance(store, EmbeddingStore) else EmbeddingStore(store)
+        n = len(self.store)
+        idx = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"{self.store.path}: indices must lie in [0, {n}), got min {idx.min()} max {idx.max()}")
+        self.indices = idx
+        self.check_finite = check_finite
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``[len(self)]`` scan labels of the exposed scans."""
+        return self.store.labels[self.indices]
+
+    @property
+    def n_slices(self) -> np.ndarray:
+        """``[len(self)]`` bag lengths of the exposed scans."""
+        return self.store.n_slices[self.indices]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        index = int(self.indices[i])
+        bag = self.store.bag(index)
+        emb = torch.from_numpy(np.array(bag.embeddings))  # copy out of the read-only memory map
+        if self.check_finite and not torch.isfinite(emb).all():
+            raise StoreError(f"{self.store.path}: scan {bag.scan_id!r} has NaN/inf embeddings")
+        if bag.slice_labels is None:
+            sl = torch.full((emb.shape[0],), -1, dtype=torch.int8)
+        else:
+            sl = torch.from_numpy(np.asarray(bag.slice_labels, dtype=np.int8).copy())
+        return {
+            BagKeys.EMBEDDINGS: emb,
+            BagKeys.LABEL: bag.label,
+            BagKeys.SLICE_LABELS: sl,
+            BagKeys.SCAN_ID: bag.scan_id,
+            BagKeys.INDEX: index,
+        }
+
+
+def collate_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Pad a list of bag items to the longest bag.
+
+    Args:
+        items: items from :class:`BagDataset` (``embeddings`` ``[S_b, D]``, ``label``, ``slice_labels`` ``[S_b]``...).
+        dtype: floating dtype of the batched embeddings.
+
+    Returns:
+        dict with ``embeddings`` ``[B, N, D]`` (zeros on padding), ``mask`` ``[B, N]`` bool, ``label`` ``[B]`` float32,
+        ``slice_labels`` ``[B, N]`` int8 (-1 on padding), ``n_slices`` ``[B]``, ``scan_id`` list and ``index`` ``[B]``.
+    """
+    if len(items) == 0:
+        raise ValueError("collate_bags got an empty list of bags")
+    lengths = [int(it[BagKeys.EMBEDDINGS].shape[0]) for it in items]
+    dims = {int(it[BagKeys.EMBEDDINGS].shape[1]) for it in items}
+    if len(dims) != 1:
+        raise ValueError(f"bags in one batch have different embedding widths {sorted(dims)}")
+    b, n, d = len(items), max(lengths), dims.pop()
+    emb = torch.zeros(b, n, d, dtype=dtype)
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    sl = torch.full((b, n), -1, dtype=torch.int8)
+    for k, (it, s) in enumerate(zip(items, lengths, strict=True)):
+        emb[k, :s] = it[BagKeys.EMBEDDINGS]
+        mask[k, :s] = True
+        sl[k, :s] = it[BagKeys.SLICE_LABELS]
+    return {
+        BagKeys.EMBEDDINGS: emb,
+        BagKeys.MASK: mask,
+        BagKeys.LABEL: torch.tensor([float(it[BagKeys.LABEL]) for it in items], dtype=torch.float32),
+        BagKeys.SLICE_LABELS: sl,
+        BagKeys.N_SLICES: torch.tensor(lengths, dtype=torch.int64),
+        BagKeys.SCAN_ID: [it[BagKeys.SCAN_ID] for it in items],
+        BagKeys.INDEX: torch.tensor([int(it[BagKeys.INDEX]) for it in items], dtype=torch.int64),
+    }
