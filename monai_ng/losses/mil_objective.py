@@ -1,0 +1,112 @@
+"""The training objective of Normal Guidance MIL: BCE + lambda * NG + (alpha / 2) * sum |theta|.
+
+Reference: E. Harvey, D. J. Loevlie, M. C. Hughes, "Normal Guidance is what Attention Needs" (2026), where the scan
+BCE is combined with the NG penalty on attention and an L1 penalty on all parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from monai_ng.losses.normal_guidance import NormalGuidanceLoss
+
+__all__ = ["MILObjective", "unpack_mil_output"]
+
+
+def unpack_mil_output(pred: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(logits [B], attention [B, N, H], instance_logits [B, N] or None)`` from a network's output."""
+    if hasattr(pred, "logits") and hasattr(pred, "attention"):
+        return pred.logits, pred.attention, getattr(pred, "instance_logits", None)
+    if isinstance(pred, (tuple, list)) and len(pred) in (2, 3):
+        return pred[0], pred[1], pred[2] if len(pred) == 3 else None
+    raise TypeError(f"expected a MIL network output (logits, attention[, instance_logits]), got {type(pred).__name__}")
+
+
+class MILObjective(nn.Module):
+    """Scan BCE + ``ng_weight`` * Normal Guidance + (``l1_weight`` / 2) * sum |theta| (+ optional slice BCE).
+
+    Used as the ``loss_function`` of a MONAI ``SupervisedTrainer``: it is called as ``objective(pred, target)``
+    where ``pred`` is the network's ``MILOutput`` and ``target`` the dict built by
+    :func:`monai_ng.engines.prepare_bag_batch` (``label`` ``[B]``, ``mask`` ``[B, N]``, ``slice_labels`` ``[B, N]``).
+
+    Args:
+        ng_weight: lambda, the weight of the NG penalty (0 disables it; the paper's default is 1).
+        divergence: NG divergence, see :class:`NormalGuidanceLoss`.
+        guide: which bags NG guides, see :class:`NormalGuidanceLoss`.
+        l1_weight: alpha of the (alpha / 2) * sum |theta| penalty over all parameters of ``network``.
+        network: the module whose parameters the L1 penalty covers (required when ``l1_weight > 0``).
+        instance_weight: weight of a per-slice BCE on ``instance_logits`` against known slice labels (the
+            instance-level ceiling; slices labelled -1 and padding are ignored).
+        pos_weight: optional positive-class weight of the scan BCE.
+        eps: NG clamp.
+
+    After each call ``last_terms`` holds the detached terms (``bce``, ``ng``, ``l1``, ``instance``, ``total``).
+    """
+
+    def __init__(
+        self,
+        ng_weight: float = 1.0,
+        divergence: str = "forward_kl",
+        guide: str = "all",
+        l1_weight: float = 0.0,
+        network: nn.Module | None = None,
+        instance_weight: float = 0.0,
+        pos_weight: float | None = None,
+        eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        for name, value in (("ng_weight", ng_weight), ("l1_weight", l1_weight), ("instance_weight", instance_weight)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if l1_weight > 0 and network is None:
+            raise ValueError("l1_weight > 0 needs the network whose parameters it penalises (network=...)")
+        self.ng_weight = float(ng_weight)
+        self.l1_weight = float(l1_weight)
+        self.instance_weight = float(instance_weight)
+        self.ng = NormalGuidanceLoss(divergence=divergence, eps=eps, guide=guide)
+        # keep the network out of this module's children so it is not saved twice in checkpoints
+        self._network = [network] if network is not None else []
+        self.pos_weight = None if pos_weight is None else float(pos_weight)
+        self.last_terms: dict[str, float] = {}
+
+    def forward(self, pred: Any, target: Mapping[str, Tensor]) -> Tensor:
+        logits, attention, instance_logits = unpack_mil_output(pred)
+        if not isinstance(target, Mapping) or "label" not in target or "mask" not in target:
+            raise TypeError("target must be a dict with 'label' [B] and 'mask' [B, N] (see prepare_bag_batch)")
+        labels = target["label"].to(logits.dtype).reshape(-1)
+        mask = target["mask"]
+        if labels.shape != logits.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ in shape")
+        pw = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
+        bce = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pw)
+        total = bce
+        terms = {"bce": bce.detach()}
+        if self.ng_weight > 0:
+            ng = self.ng(attention, mask, labels)
+            total = total + self.ng_weight * ng
+            terms["ng"] = ng.detach()
+        if self.l1_weight > 0:
+            l1 = sum(p.abs().sum() for p in self._network[0].parameters() if p.requires_grad)
+            total = total + 0.5 * self.l1_weight * l1
+            terms["l1"] = l1.detach()
+        if self.instance_weight > 0:
+            if instance_logits is None:
+                raise ValueError("instance_weight > 0 needs a network that returns instance_logits (the ceiling)")
+            sl = target.get("slice_labels")
+            if sl is None:
+                raise ValueError("instance_weight > 0 needs slice_labels in the target")
+            known = mask & (sl >= 0)
+            if known.any():
+                inst = F.binary_cross_entropy_with_logits(instance_logits[known], sl[known].to(instance_logits.dtype))
+            else:
+                inst = instance_logits.sum() * 0.0
+            total = total + self.instance_weight * inst
+            terms["instance"] = inst.detach()
+        terms["total"] = total.detach()
+        self.last_terms = {k: float(v) for k, v in terms.items()}
+        return total
