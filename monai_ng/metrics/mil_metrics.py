@@ -1,0 +1,208 @@
+"""Scan-level and slice-localization metrics for MIL, as ignite metrics usable from MONAI engines and bundle configs.
+
+Localization follows Harvey, Loevlie & Hughes (2026): for each positive scan, the AUROC of its head-averaged attention
+against its slice labels, then the mean over positive scans (not a pooled AUROC). Scans with no negative (or no
+positive) labelled slice have no AUROC; they are skipped and counted (``engine.state.metrics[name + "_skipped"]``).
+
+Every metric reads the engine output of :mod:`monai_ng.engines` (``output["pred"]`` the network's ``MILOutput``,
+``output["label"]`` the target dict with ``label``, ``mask``, ``slice_labels``) through :func:`mil_output_transform`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine
+from ignite.metrics import Metric
+from ignite.metrics.metric import reinit__is_reduced
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from monai_ng.losses.mil_objective import unpack_mil_output
+
+__all__ = [
+    "mil_output_transform",
+    "ScanAUROC",
+    "ScanAUPRC",
+    "LocalizationAUROC",
+    "LocalizationAUPRC",
+    "PooledLocalizationAUROC",
+    "PositiveAttentionMass",
+    "per_bag_localization",
+]
+
+
+def mil_output_transform(output: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Engine output -> ``{"logits" [B], "attention" [B, N] (head-averaged), "mask", "label", "slice_labels"}``."""
+    logits, attention, _ = unpack_mil_output(output["pred"])
+    target = output["label"]
+    att = attention.mean(dim=-1) if attention.dim() == 3 else attention
+    return {
+        "logits": logits.detach(),
+        "attention": att.detach(),
+        "mask": target["mask"],
+        "label": target["label"],
+        "slice_labels": target.get("slice_labels"),
+    }
+
+
+_OUTPUT_KEYS = ("logits", "attention", "mask", "label", "slice_labels")
+
+
+class _Collector(Metric):
+    """Collects per-bag arrays over an epoch; subclasses reduce them in :meth:`compute`."""
+
+    # ignite turns the transformed mapping into a tuple in this order before update()
+    required_output_keys = _OUTPUT_KEYS
+
+    def __init__(self, output_transform: Callable = mil_output_transform, device: str | torch.device = "cpu") -> None:
+        super().__init__(output_transform=output_transform, device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._logits: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._bags: list[tuple[np.ndarray, np.ndarray, int]] = []  # (attention [S], slice labels [S], scan label)
+
+    @reinit__is_reduced
+    def update(self, output: tuple[torch.Tensor, ...] | dict[str, torch.Tensor]) -> None:
+        if isinstance(output, dict):
+            output = tuple(output.get(k) for k in _OUTPUT_KEYS)
+        logits, attention, mask, label, slice_labels = output
+        self._logits.append(logits.float().cpu().numpy().reshape(-1))
+        labels = label.float().cpu().numpy().reshape(-1)
+        self._labels.append(labels)
+        if self._needs_bags and slice_labels is not None:
+            att = attention.float().cpu().numpy()
+            mask = mask.cpu().numpy()
+            sl = slice_labels.cpu().numpy()
+            for b in range(att.shape[0]):
+                valid = mask[b]
+                self._bags.append((att[b][valid], sl[b][valid].astype(np.int64), int(labels[b])))
+
+    _needs_bags = False
+
+    def _scan_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._logits:
+            raise RuntimeError(f"{type(self).__name__} must have at least one batch before compute()")
+        return np.concatenate(self._logits), np.concatenate(self._labels)
+
+
+def _binary_score(fn: Callable, labels: np.ndarray, scores: np.ndarray, name: str) -> float:
+    if len(np.unique(labels)) < 2:
+        warnings.warn(f"{name}: only one class present; returning NaN", stacklevel=3)
+        return float("nan")
+    return float(fn(labels, scores))
+
+
+class ScanAUROC(_Collector):
+    """AUROC of the scan logits against the scan labels over the epoch (NaN if one class only)."""
+
+    def compute(self) -> float:
+        scores, labels = self._scan_arrays()
+        return _binary_score(roc_auc_score, labels, scores, "ScanAUROC")
+
+
+class ScanAUPRC(_Collector):
+    """Average precision of the scan logits against the scan labels over the epoch."""
+
+    def compute(self) -> float:
+        scores, labels = self._scan_arrays()
+        return _binary_score(average_precision_score, labels, scores, "ScanAUPRC")
+
+
+def per_bag_localization(
+    bags: list[tuple[np.ndarray, np.ndarray, int]], score: Callable = roc_auc_score
+) -> tuple[np.ndarray, int]:
+    """Per positive bag, ``score(slice_labels, attention)`` over its labelled slices.
+
+    Args:
+        bags: ``(attention [S], slice_labels [S] in {1, 0, -1}, scan_label)`` per bag.
+        score: a scikit-learn binary ranking metric.
+
+    Returns:
+        ``(values [n_scored], n_skipped)``: positive bags without both a positive and a negative labelled slice are
+        skipped and counted.
+    """
+    values, skipped = [], 0
+    for att, sl, label in bags:
+        if label != 1:
+            continue
+        known = sl >= 0
+        y = sl[known]
+        if y.size == 0 or y.min() == y.max():
+            skipped += 1
+            continue
+        values.append(float(score(y, att[known])))
+    return np.asarray(values, dtype=np.float64), skipped
+
+
+class _Localization(_Collector):
+    _needs_bags = True
+    _score: Callable = staticmethod(roc_auc_score)
+
+    def __init__(self, output_transform: Callable = mil_output_transform, device: str | torch.device = "cpu") -> None:
+        super().__init__(output_transform, device)
+        self.n_skipped = 0
+        self.n_scored = 0
+
+    def compute(self) -> float:
+        values, skipped = per_bag_localization(self._bags, type(self)._score)
+        self.n_skipped, self.n_scored = skipped, len(values)
+        if len(values) == 0:
+            warnings.warn(
+                f"{type(self).__name__}: no positive bag with both slice classes; returning NaN", stacklevel=2
+            )
+            return float("nan")
+        return float(values.mean())
+
+    def completed(self, engine: Engine, name: str) -> None:
+        super().completed(engine, name)
+        engine.state.metrics[f"{name}_skipped"] = self.n_skipped
+        engine.state.metrics[f"{name}_scored"] = self.n_scored
+
+
+class LocalizationAUROC(_Localization):
+    """Mean over positive bags of the per-bag AUROC of head-averaged attention vs slice labels (the paper's metric)."""
+
+    _score = staticmethod(roc_auc_score)
+
+
+class LocalizationAUPRC(_Localization):
+    """Mean over positive bags of the per-bag average precision of head-averaged attention vs slice labels."""
+
+    _score = staticmethod(average_precision_score)
+
+
+class PooledLocalizationAUROC(_Collector):
+    """One AUROC over every labelled slice of every positive bag, scoring each slice by ``S * a_j``.
+
+    Attention sums to 1 per bag, so it is rescaled by the bag length ``S`` (1 = uniform) to be comparable across bags.
+    """
+
+    _needs_bags = True
+
+    def compute(self) -> float:
+        ys, ss = [], []
+        for att, sl, label in self._bags:
+            if label != 1:
+                continue
+            known = sl >= 0
+            ys.append(sl[known])
+            ss.append(att[known] * att.shape[0])
+        if not ys:
+            return float("nan")
+        return _binary_score(roc_auc_score, np.concatenate(ys), np.concatenate(ss), "PooledLocalizationAUROC")
+
+
+class PositiveAttentionMass(_Collector):
+    """Mean over positive bags (with at least one positive slice) of the attention mass on positive slices."""
+
+    _needs_bags = True
+
+    def compute(self) -> float:
+        masses = [float(att[sl == 1].sum()) for att, sl, label in self._bags if label == 1 and (sl == 1).any()]
+        return float(np.mean(masses)) if masses else float("nan")
