@@ -1,0 +1,85 @@
+"""Attention-based deep MIL (ABMIL) over the slices of a CT scan.
+
+Ilse, Tomczak & Welling, "Attention-based Deep Multiple Instance Learning", ICML 2018. As run in Harvey, Loevlie &
+Hughes, "Normal Guidance is what Attention Needs" (2026): ungated ``D -> 128 -> tanh -> 1`` scores, softmax over the
+slices, attention-pooled embedding, then ``Linear(D -> 1)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from monai_ng.networks.bag_inputs import masked_softmax, prepare_bag
+from monai_ng.networks.mil_output import MILOutput
+
+__all__ = ["AttentionMIL"]
+
+
+class AttentionMIL(nn.Module):
+    """Single-head attention MIL pooling with a linear scan classifier.
+
+    Score per slice ``s_j = w^T h_j + c`` with ``h_j = tanh(V x_j + b_V)`` (ungated) or
+    ``h_j = tanh(V x_j + b_V) * sigmoid(U x_j + b_U)`` (gated); attention ``a = softmax(s)`` over the valid slices of
+    each bag; scan logit ``Linear(D -> 1)(sum_j a_j x_j)``.
+
+    Args:
+        in_features: slice feature width ``D``.
+        hidden: attention hidden width (128 in the paper).
+        gated: use the gated attention of Ilse et al. (Eq. 10) instead of the plain tanh attention (Eq. 9).
+        dropout: dropout probability on the attention hidden activations ``h_j`` (training only).
+
+    Shapes:
+        ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool -> ``MILOutput(logits [B], attention [B, N, 1])``.
+    """
+
+    num_heads: int = 1
+
+    def __init__(self, in_features: int = 768, hidden: int = 128, gated: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        if in_features < 1 or hidden < 1:
+            raise ValueError(f"AttentionMIL: in_features and hidden must be >= 1, got {in_features} and {hidden}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"AttentionMIL: dropout must be in [0, 1), got {dropout}.")
+        self.in_features = in_features
+        self.hidden = hidden
+        self.gated = gated
+        self.num_heads = 1
+        self.attention_v = nn.Linear(in_features, hidden)
+        self.attention_u = nn.Linear(in_features, hidden) if gated else None
+        self.attention_w = nn.Linear(hidden, 1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(in_features, 1)
+
+    def attention_scores(self, x: Tensor) -> Tensor:
+        """Unnormalised attention scores ``[B, N]`` for features ``x`` ``[B, N, D]`` (already cast and masked)."""
+        h = torch.tanh(self.attention_v(x))
+        if self.attention_u is not None:
+            h = h * torch.sigmoid(self.attention_u(x))
+        return self.attention_w(self.dropout(h)).squeeze(-1)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
+        """Pool the slices of each bag.
+
+        Args:
+            x: ``[B, N, D]`` slice features (cast to the parameter dtype).
+            mask: ``[B, N]`` bool, True = valid slice; ``None`` = all valid.
+
+        Returns:
+            ``MILOutput(logits [B], attention [B, N, 1])``.
+        """
+        x, mask = prepare_bag(x, mask, self.in_features, self.classifier.weight.dtype, model=type(self).__name__)
+        attention = masked_softmax(self.attention_scores(x), mask, dim=1)  # [B, N]
+        pooled = torch.einsum("bn,bnd->bd", attention, x)  # [B, D]
+        logits = self.classifier(pooled).squeeze(-1)
+        return MILOutput(logits=logits, attention=attention.unsqueeze(-1))
+
+    def flops_per_bag(self, n_slices: int) -> int:
+        """Forward FLOPs for one bag of ``n_slices`` slices, counting 2 per multiply-add.
+
+        Counts the matrix products (attention MLP, pooling, classifier); element-wise work (tanh, sigmoid, softmax,
+        the gate product) is ignored, being ``O(N * hidden)`` against the ``O(N * D * hidden)`` matmuls.
+        """
+        n, d, h = int(n_slices), self.in_features, self.hidden
+        projections = 2 if self.gated else 1
+        return 2 * n * d * h * projections + 2 * n * h + 2 * n * d + 2 * d

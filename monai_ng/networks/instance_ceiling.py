@@ -1,0 +1,99 @@
+"""Instance-level ceiling: a per-slice classifier trained with slice labels, used as an upper reference.
+
+Harvey, Loevlie & Hughes, "Normal Guidance is what Attention Needs" (2026): a depthwise ``Conv1d`` over the slice
+axis (kernel 12 for head CT, 35 for chest CT) followed by a per-slice ``Linear(D -> 1)``, trained on slice labels.
+It produces ``instance_logits`` (trained against slice labels by the engine) and, for interface parity with the
+attention models, an attention map and a scan logit derived from them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from monai_ng.networks.bag_inputs import masked_softmax, prepare_bag
+from monai_ng.networks.mil_output import MILOutput
+
+__all__ = ["InstanceCeiling"]
+
+_SCAN_POOLINGS = ("max", "logsumexp")
+
+
+class InstanceCeiling(nn.Module):
+    """Depthwise slice convolution + per-slice linear classifier.
+
+    ``z = DepthwiseConv1d_k(X)`` along the slices with "same" zero padding, ``instance_logits_j = Linear(D -> 1)(z_j)``.
+    For an even ``kernel_size`` the ``k - 1`` padding is split as PyTorch's ``padding="same"`` does:
+    ``(k - 1) // 2`` slices before and ``k // 2`` after (kernel 12: 5 before, 6 after), so output ``j`` sees input
+    slices ``j - 5 .. j + 6``. Padded slices are zeroed before the convolution, so a bag padded at its end sees exactly
+    the zeros of the convolution's own padding when alone.
+
+    Attention ``[B, N, 1]`` = ``softmax_j(instance_logits_j)`` over the valid slices (ranks slices like the
+    instance logits). Scan logit: ``scan_pooling="max"`` (default) takes the largest valid instance logit, i.e. the
+    scan probability is the largest slice probability; ``"logsumexp"`` is a smooth max (``>= max``, and biased up by
+    up to ``log S`` for long scans).
+
+    Args:
+        in_features: slice feature width ``D``.
+        kernel_size: depthwise kernel length over slices (12 head CT, 35 chest CT).
+        scan_pooling: ``"max"`` or ``"logsumexp"``.
+        dropout: dropout on the convolved features before the linear classifier.
+
+    Shapes:
+        ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool (valid slices first) -> ``MILOutput(logits [B], attention
+        [B, N, 1], instance_logits [B, N])`` with ``instance_logits`` ``-inf``-free and exactly 0 on padding.
+    """
+
+    num_heads: int = 1
+
+    def __init__(
+        self, in_features: int = 768, kernel_size: int = 12, scan_pooling: str = "max", dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if in_features < 1:
+            raise ValueError(f"InstanceCeiling: in_features must be >= 1, got {in_features}.")
+        if kernel_size < 1:
+            raise ValueError(f"InstanceCeiling: kernel_size must be >= 1, got {kernel_size}.")
+        if scan_pooling not in _SCAN_POOLINGS:
+            raise ValueError(f"InstanceCeiling: scan_pooling must be one of {_SCAN_POOLINGS}, got {scan_pooling!r}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"InstanceCeiling: dropout must be in [0, 1), got {dropout}.")
+        self.in_features = in_features
+        self.kernel_size = kernel_size
+        self.scan_pooling = scan_pooling
+        self.num_heads = 1
+        self.pad_before = (kernel_size - 1) // 2
+        self.pad_after = kernel_size - 1 - self.pad_before
+        self.conv = nn.Conv1d(in_features, in_features, kernel_size, groups=in_features)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(in_features, 1)
+
+    def slice_features(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Depthwise convolution over slices of zero-padded ``x`` ``[B, N, D]``; returns ``[B, N, D]``."""
+        z = x.masked_fill(~mask.unsqueeze(-1), 0.0).transpose(1, 2)  # [B, D, N]
+        z = F.conv1d(F.pad(z, (self.pad_before, self.pad_after)), self.conv.weight, self.conv.bias, groups=z.shape[1])
+        return z.transpose(1, 2)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
+        """Score every slice.
+
+        Args:
+            x: ``[B, N, D]`` slice features (cast to the parameter dtype).
+            mask: ``[B, N]`` bool, True = valid slice, valid slices first; ``None`` = all valid.
+
+        Returns:
+            ``MILOutput(logits [B], attention [B, N, 1], instance_logits [B, N])``.
+        """
+        x, mask = prepare_bag(
+            x, mask, self.in_features, self.classifier.weight.dtype, model=type(self).__name__, require_prefix=True
+        )
+        instance_logits = self.classifier(self.dropout(self.slice_features(x, mask))).squeeze(-1)
+        instance_logits = instance_logits.masked_fill(~mask, 0.0)
+        masked_logits = instance_logits.masked_fill(~mask, float("-inf"))
+        if self.scan_pooling == "max":
+            logits = masked_logits.max(dim=1).values
+        else:
+            logits = torch.logsumexp(masked_logits, dim=1)
+        attention = masked_softmax(instance_logits, mask, dim=1)
+        return MILOutput(logits=logits, attention=attention.unsqueeze(-1), instance_logits=instance_logits)

@@ -1,0 +1,229 @@
+"""TransMIL adapted to 1D slice sequences, with exact softmax attention and a per-head localization map.
+
+Shao et al., "TransMIL: Transformer based Correlated Multiple Instance Learning for Whole Slide Image
+Classification", NeurIPS 2021, in the form used by Harvey, Loevlie & Hughes, "Normal Guidance is what Attention
+Needs" (2026): a learned class token, layers of pre-LayerNorm -> multi-head attention (exact, no Nystrom) ->
+residual without feed-forward, and a 1D pyramid position encoding generator (PPEG) between the first two layers.
+
+Batched over padded bags with a key-padding mask; the localization map is the last layer's class-token query row
+over the slice keys, per head, renormalised over the valid slices (the class token's own share removed).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from monai_ng.networks.bag_inputs import masked_softmax, prepare_bag
+from monai_ng.networks.mil_output import MILOutput
+
+__all__ = ["SliceTransMIL", "SlicePPEG", "ClassTokenAttentionLayer"]
+
+
+class ClassTokenAttentionLayer(nn.Module):
+    """Pre-LayerNorm multi-head self-attention with a residual and no feed-forward block.
+
+    ``tokens + Dropout(W_o MHA(LN(tokens)))`` with one fused ``Linear(C -> 3C)`` for queries, keys and values.
+
+    Args:
+        dim: token width ``C``; must be divisible by ``num_heads``.
+        num_heads: number of attention heads ``H``.
+        dropout: dropout on the attention output before the residual (not on the attention weights).
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"ClassTokenAttentionLayer: dim={dim} must be divisible by num_heads={num_heads}.")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: Tensor, key_mask: Tensor) -> Tensor:
+        """Update every token.
+
+        Args:
+            tokens: ``[B, L, C]``.
+            key_mask: ``[B, L]`` bool, True = may be attended to; each row needs at least one True.
+
+        Returns:
+            ``[B, L, C]``. Rows at masked positions are computed but meaningless; no valid row depends on them.
+        """
+        b, length, c = tokens.shape
+        qkv = self.qkv(self.norm(tokens)).view(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each [B, H, L, C/H]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+        out = out.transpose(1, 2).reshape(b, length, c)
+        return tokens + self.dropout(self.proj(out))
+
+    def class_token_forward(self, tokens: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Update only the class token (index 0) and return its attention row, explicitly.
+
+        Only the class-token query is formed, and the key and value projections are folded into it instead of being
+        applied to every token: with ``h = LN(tokens)``, per head ``s_l = q . (W_k h_l + b_k) = (W_k^T q) . h_l +
+        q . b_k`` and, because the row ``a`` sums to 1, ``sum_l a_l (W_v h_l + b_v) = W_v (sum_l a_l h_l) + b_v``.
+        This is the same exact softmax attention at ``O(H L C + C^2)`` per bag instead of ``O(L C^2)``.
+
+        Args:
+            tokens: ``[B, L, C]`` with the class token at index 0.
+            key_mask: ``[B, L]`` bool, True = valid key (index 0 is the class token, always valid).
+
+        Returns:
+            ``(class_token [B, C], row [B, H, L], scores [B, H, L])``: the updated class token, the class-token
+            attention row over all keys (class token included, exactly 0 on masked keys) and the pre-softmax scores
+            ``q . k_l / sqrt(C / H)``.
+        """
+        b, length, c = tokens.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        h = self.norm(tokens)  # [B, L, C]
+        w_q, w_k, w_v = self.qkv.weight.split(c)  # each [C, C]
+        b_q, b_k, b_v = self.qkv.bias.split(c)
+        q = F.linear(h[:, 0], w_q, b_q).view(b, heads, head_dim)
+        q_in = torch.einsum("bhd,hdc->bhc", q, w_k.view(heads, head_dim, c))  # query pulled back through W_k
+        key_bias = (q * b_k.view(heads, head_dim)).sum(-1, keepdim=True)  # [B, H, 1], constant over keys
+        scores = (torch.bmm(q_in, h.transpose(1, 2)) + key_bias) * head_dim**-0.5  # [B, H, L]
+        row = masked_softmax(scores, key_mask[:, None, :], dim=-1)
+        pooled = torch.bmm(row, h)  # [B, H, C]
+        out = torch.einsum("bhc,hdc->bhd", pooled, w_v.view(heads, head_dim, c)) + b_v.view(heads, head_dim)
+        return tokens[:, 0] + self.dropout(self.proj(out.reshape(b, c))), row, scores
+
+
+class SlicePPEG(nn.Module):
+    """1D pyramid position encoding generator over slices: ``x + dwconv3(x) + dwconv5(x) + dwconv7(x)``.
+
+    The 2D PPEG of Shao et al. (NeurIPS 2021) reduced to the slice axis: depthwise ``Conv1d`` with kernels 3, 5, 7 and
+    "same" zero padding. Padded slices are zeroed before the convolution, so a bag padded at its end sees exactly the
+    zeros the convolution's own padding would give it alone, and re-zeroed after. For speed the three kernels and the
+    identity are folded into one 7-tap depthwise kernel at each call (the same linear map; gradients reach all three).
+
+    Args:
+        dim: token width ``C``.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.conv3 = nn.Conv1d(dim, dim, 3, groups=dim)
+        self.conv5 = nn.Conv1d(dim, dim, 5, groups=dim)
+        self.conv7 = nn.Conv1d(dim, dim, 7, groups=dim)
+
+    def merged_kernel(self) -> tuple[Tensor, Tensor]:
+        """The folded depthwise kernel ``[C, 1, 7]`` (identity included at the centre tap) and bias ``[C]``."""
+        weight = self.conv7.weight + F.pad(self.conv5.weight, (1, 1)) + F.pad(self.conv3.weight, (2, 2))
+        identity = torch.zeros(7, dtype=weight.dtype, device=weight.device)
+        identity[3] = 1.0
+        return weight + identity, self.conv3.bias + self.conv5.bias + self.conv7.bias
+
+    def forward(self, slices: Tensor, mask: Tensor) -> Tensor:
+        """Apply the PPEG to slice tokens ``[B, N, C]`` (no class token) with ``mask`` ``[B, N]``; returns ``[B, N, C]``.
+
+        Padded positions of the result are exactly 0.
+        """
+        keep = mask.unsqueeze(-1)
+        weight, bias = self.merged_kernel()
+        y = F.conv1d(slices.masked_fill(~keep, 0.0).transpose(1, 2), weight, bias, padding=3, groups=self.dim)
+        return y.transpose(1, 2).masked_fill(~keep, 0.0)
+
+
+class SliceTransMIL(nn.Module):
+    """TransMIL over CT slices with exact attention, batched with a key-padding mask.
+
+        Pipeline: ``Linear(D -> C) + ReLU`` input projection (Shao et al.'s ``_fc1``); prepend a learned class token;
+        ``num_layers`` :class:`ClassTokenAttentionLayer`; a :class:`SlicePPEG` on the slice tokens after the first layer
+        (only when another layer follows it); the scan logit is ``Linear(C -> 1)(LayerNorm(class token))``. The class
+        token is the multi-head pooled embedding (heads concatenated then projected by the attention output projection).
+
+        Localization attention ``[B, N, H]``: in the last layer, the class-token query's softmax row over the slice keys,
+        per head, with the class token's own share removed and the row renormalised over the valid slices, i.e.
+        ``softmax_j(q_cls . k_j / sqrt(C/H))`` over valid slices ``j`` only. The last layer computes only the class-token
+        query row (its slice-token outputs would never be used), with the key and value projections folded into that
+    query; earlier layers use ``scaled_dot_product_attention``.
+
+        Args:
+            in_features: slice feature width ``D``.
+            dim: token width ``C`` (768 keeps the embedding width, as the Normal Guidance public code does, which has no
+                input projection at all).
+            num_heads: attention heads ``H`` (8 in the paper); ``dim`` must be divisible by it.
+            num_layers: attention layers (2 in the paper), at least 1.
+            dropout: dropout after the input projection and on each layer's attention output.
+
+        Shapes:
+            ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool (valid slices first, padding at the end) ->
+            ``MILOutput(logits [B], attention [B, N, H])``.
+    """
+
+    def __init__(
+        self, in_features: int = 768, dim: int = 768, num_heads: int = 8, num_layers: int = 2, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if in_features < 1 or dim < 1 or num_heads < 1:
+            raise ValueError(
+                f"SliceTransMIL: in_features, dim and num_heads must be >= 1, got {in_features}, {dim}, {num_heads}."
+            )
+        if dim % num_heads != 0:
+            raise ValueError(f"SliceTransMIL: dim={dim} must be divisible by num_heads={num_heads}.")
+        if num_layers < 1:
+            raise ValueError(f"SliceTransMIL: num_layers must be >= 1, got {num_layers}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"SliceTransMIL: dropout must be in [0, 1), got {dropout}.")
+        self.in_features = in_features
+        self.dim = dim
+        self.num_heads = num_heads
+        self.num_layers = num_layers
+        self.input_projection = nn.Linear(in_features, dim)
+        self.input_dropout = nn.Dropout(dropout)
+        self.class_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.layers = nn.ModuleList(ClassTokenAttentionLayer(dim, num_heads, dropout) for _ in range(num_layers))
+        self.ppeg = SlicePPEG(dim) if num_layers >= 2 else None
+        self.norm = nn.LayerNorm(dim)
+        self.classifier = nn.Linear(dim, 1)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
+        """Classify each bag and return the last layer's per-head class-token attention over its slices.
+
+        Args:
+            x: ``[B, N, D]`` slice features (cast to the parameter dtype).
+            mask: ``[B, N]`` bool, True = valid slice, valid slices first; ``None`` = all valid.
+
+        Returns:
+            ``MILOutput(logits [B], attention [B, N, H])``.
+        """
+        x, mask = prepare_bag(
+            x, mask, self.in_features, self.classifier.weight.dtype, model=type(self).__name__, require_prefix=True
+        )
+        batch = x.shape[0]
+        slices = self.input_dropout(torch.relu(self.input_projection(x)))  # [B, N, C]
+        tokens = torch.cat([self.class_token.expand(batch, -1, -1), slices], dim=1)  # [B, 1 + N, C]
+        key_mask = F.pad(mask, (1, 0), value=True)  # the class token is always a valid key
+        for index, layer in enumerate(self.layers[:-1]):
+            tokens = layer(tokens, key_mask)
+            if index == 0 and self.ppeg is not None:
+                tokens = torch.cat([tokens[:, :1], self.ppeg(tokens[:, 1:], mask)], dim=1)
+        class_token, _, scores = self.layers[-1].class_token_forward(tokens, key_mask)
+        attention = masked_softmax(scores[:, :, 1:], mask[:, None, :], dim=-1)  # [B, H, N], renormalised over slices
+        logits = self.classifier(self.norm(class_token)).squeeze(-1)
+        return MILOutput(logits=logits, attention=attention.transpose(1, 2))
+
+    def flops_per_bag(self, n_slices: int) -> int:
+        """Forward FLOPs for one unpadded bag of ``n_slices`` slices, counting 2 per multiply-add.
+
+        Counts the matrix products and the PPEG's folded 7-tap depthwise convolution as implemented here: full
+        attention in all but the last layer; in the last layer only the class-token query with keys and values
+        folded into it (:meth:`ClassTokenAttentionLayer.class_token_forward`), ``8 C^2 + 4 H L C``. LayerNorm,
+        softmax, ReLU, residual adds and biases are ignored (``O(L C)`` each).
+        """
+        n, d, c = int(n_slices), self.in_features, self.dim
+        tokens = n + 1
+        flops = 2 * n * d * c  # input projection
+        full_layer = 2 * tokens * c * 3 * c + 2 * 2 * tokens * tokens * c + 2 * tokens * c * c
+        flops += (self.num_layers - 1) * full_layer
+        if self.ppeg is not None:
+            flops += 2 * n * c * 7
+        # last layer, class-token query only: q, W_k^T q, the score row, the weighted token sum, W_v, W_o
+        flops += 2 * c * c + 2 * c * c + 2 * 2 * self.num_heads * tokens * c + 2 * c * c + 2 * c * c
+        return flops + 2 * c  # classifier
