@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from ignite.engine import Engine, Events
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
@@ -26,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from monai_ng.data.bag_dataset import BagKeys
+from monai_ng.losses.mil_objective import unpack_mil_output
 from monai_ng.metrics import (
     LocalizationAUPRC,
     LocalizationAUROC,
@@ -45,6 +48,8 @@ __all__ = [
     "evaluation_metrics",
     "build_evaluator",
     "train_mil",
+    "SliceScoreCollector",
+    "evaluate_mil",
 ]
 
 logger = logging.getLogger(__name__)
@@ -344,3 +349,73 @@ def train_mil(
     else:
         network.load_state_dict(keeper.best_state)
     return TrainingResult(keeper.best_epoch, keeper.best_score, keeper.best_metrics, history, checkpoint)
+
+
+class SliceScoreCollector:
+    """Collect per-scan probabilities and per-slice attention from an evaluator's iterations.
+
+    After a run, :meth:`scan_frame` has one row per scan (``scan_id``, ``label``, ``probability``, ``n_slices``) and
+    :meth:`slice_frame` one row per valid slice (``scan_id``, ``slice`` 0-based inferior -> superior, ``attention``
+    head-averaged, ``attention_h<k>`` per head when H > 1, ``slice_label``).
+    """
+
+    def __init__(self) -> None:
+        self._scans: list[dict[str, Any]] = []
+        self._slices: list[dict[str, np.ndarray]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.reset())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def reset(self) -> None:
+        self._scans, self._slices = [], []
+
+    def __call__(self, engine: Engine) -> None:
+        logits, attention, _ = unpack_mil_output(engine.state.output["pred"])
+        target = engine.state.output["label"]
+        probs = torch.sigmoid(logits.detach().float()).cpu().numpy()
+        att = attention.detach().float().cpu().numpy()  # [B, N, H]
+        mask = target[BagKeys.MASK].cpu().numpy()
+        sl = target[BagKeys.SLICE_LABELS].cpu().numpy()
+        labels = target[BagKeys.LABEL].cpu().numpy()
+        ids = target.get(BagKeys.SCAN_ID) or [str(i) for i in range(att.shape[0])]
+        for b, scan_id in enumerate(ids):
+            valid = mask[b]
+            n = int(valid.sum())
+            self._scans.append(
+                {"scan_id": scan_id, "label": int(labels[b]), "probability": float(probs[b]), "n_slices": n}
+            )
+            cols = {
+                "scan_id": np.full(n, scan_id, dtype=object),
+                "slice": np.arange(n),
+                "attention": att[b, valid].mean(axis=-1),
+                "slice_label": sl[b, valid].astype(np.int64),
+            }
+            if att.shape[-1] > 1:
+                cols.update({f"attention_h{k}": att[b, valid, k] for k in range(att.shape[-1])})
+            self._slices.append(cols)
+
+    def scan_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self._scans, columns=["scan_id", "label", "probability", "n_slices"])
+
+    def slice_frame(self) -> pd.DataFrame:
+        if not self._slices:
+            return pd.DataFrame(columns=["scan_id", "slice", "attention", "slice_label"])
+        keys = list(self._slices[0])
+        return pd.DataFrame({k: np.concatenate([s[k] for s in self._slices]) for k in keys})
+
+
+def evaluate_mil(
+    network: nn.Module, loader: DataLoader, device: str | torch.device = "cpu"
+) -> tuple[dict[str, float], pd.DataFrame, pd.DataFrame]:
+    """Evaluate a MIL network with a MONAI evaluator.
+
+    Returns:
+        ``(metrics, scan_scores, slice_scores)``: the metric values (scan and localization, with skipped counts), one
+        row per scan and one row per valid slice (see :class:`SliceScoreCollector`).
+    """
+    collector = SliceScoreCollector()
+    evaluator = build_evaluator(network.to(torch.device(device)), loader, device, handlers=[collector])
+    evaluator.run()
+    metrics = {k: float(v) for k, v in evaluator.state.metrics.items() if _is_number(v)}
+    return metrics, collector.scan_frame(), collector.slice_frame()

@@ -43,6 +43,8 @@ class MILObjective(nn.Module):
         instance_weight: weight of a per-slice BCE on ``instance_logits`` against known slice labels (the
             instance-level ceiling; slices labelled -1 and padding are ignored).
         pos_weight: optional positive-class weight of the scan BCE.
+        ng_heads: ``"each"`` guides every attention head toward its own normal (multi-head NG: several foci, like a
+            Gaussian mixture); ``"mean"`` guides the head-averaged attention toward one normal (single-focus NG).
         eps: NG clamp.
 
     After each call ``last_terms`` holds the detached terms (``bce``, ``ng``, ``l1``, ``instance``, ``total``).
@@ -57,6 +59,7 @@ class MILObjective(nn.Module):
         network: nn.Module | None = None,
         instance_weight: float = 0.0,
         pos_weight: float | None = None,
+        ng_heads: str = "each",
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
@@ -65,6 +68,9 @@ class MILObjective(nn.Module):
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if l1_weight > 0 and network is None:
             raise ValueError("l1_weight > 0 needs the network whose parameters it penalises (network=...)")
+        if ng_heads not in ("each", "mean"):
+            raise ValueError(f"ng_heads must be 'each' or 'mean', got {ng_heads!r}")
+        self.ng_heads = ng_heads
         self.ng_weight = float(ng_weight)
         self.l1_weight = float(l1_weight)
         self.instance_weight = float(instance_weight)
@@ -87,7 +93,8 @@ class MILObjective(nn.Module):
         total = bce
         terms = {"bce": bce.detach()}
         if self.ng_weight > 0:
-            ng = self.ng(attention, mask, labels)
+            guided = attention.mean(dim=-1) if self.ng_heads == "mean" and attention.dim() == 3 else attention
+            ng = self.ng(guided, mask, labels)
             total = total + self.ng_weight * ng
             terms["ng"] = ng.detach()
         if self.l1_weight > 0:

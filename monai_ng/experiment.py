@@ -1,0 +1,273 @@
+"""The experiment runner: splits x hyper-parameter grid x methods on an embedding store, as the paper evaluates.
+
+For each of three patient-level stratified splits (seeds 1001/2001/3001: test 1/6 of patients, validation 1/5 of the
+rest) and each method, every grid point (lr x lambda x L1) is trained with :func:`monai_ng.engines.train_mil`; the grid
+point with the best validation scan AUROC is evaluated on the test scans (Harvey, Loevlie & Hughes, 2026). Only scan
+labels are used for training and selection; slice labels are used at test time only (and by the instance ceiling,
+which is trained on them by definition).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from monai_ng.data.bag_dataset import BagDataset, collate_bags
+from monai_ng.data.embedding_store import EmbeddingStore
+from monai_ng.engines.mil_workflow import TrainingConfig, evaluate_mil, train_mil
+from monai_ng.losses.mil_objective import MILObjective
+from monai_ng.networks.factory import build_mil_network
+from preprocessing.splits import PAPER_SEEDS, patient_level_split
+
+__all__ = ["MethodSpec", "ExperimentConfig", "DEFAULT_METHODS", "run_experiment", "summarise", "split_indices"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One row of the results table.
+
+    Attributes:
+        name: display name.
+        network: :func:`monai_ng.networks.build_mil_network` name.
+        network_kwargs: extra constructor arguments.
+        ng: whether Normal Guidance is used (lambda then comes from the grid).
+        divergence: NG divergence.
+        ng_heads: ``"each"`` (multi-head NG) or ``"mean"`` (one normal for the head-averaged attention).
+        instance_weight: per-slice BCE weight (the instance-level ceiling, trained on slice labels).
+        trainable_attention: False for content-blind baselines (documentation only).
+    """
+
+    name: str
+    network: str
+    network_kwargs: dict[str, Any] = field(default_factory=dict)
+    ng: bool = False
+    divergence: str = "forward_kl"
+    ng_heads: str = "each"
+    instance_weight: float = 0.0
+
+
+def default_methods(transmil_dim: int = 128, transmil_heads: int = 8) -> list[MethodSpec]:
+    """The paper's comparison: baselines, prior MIL, NG variants, and the instance-level ceiling."""
+    tm = {"dim": transmil_dim, "num_heads": transmil_heads}
+    return [
+        MethodSpec("centre baseline", "centre"),
+        MethodSpec("mean pool", "mean"),
+        MethodSpec("max pool", "max"),
+        MethodSpec("ABMIL", "abmil"),
+        MethodSpec("TransMIL", "transmil", tm),
+        MethodSpec("SmAP", "smap"),
+        MethodSpec("ABMIL+NG (forward KL)", "abmil", ng=True, divergence="forward_kl"),
+        MethodSpec("ABMIL+NG (reverse KL)", "abmil", ng=True, divergence="reverse_kl"),
+        MethodSpec("ABMIL+NG (squared error)", "abmil", ng=True, divergence="squared_error"),
+        MethodSpec("TransMIL+NG (single normal)", "transmil", tm, ng=True, ng_heads="mean"),
+        MethodSpec("TransMIL+NG (multi-head)", "transmil", tm, ng=True, ng_heads="each"),
+        MethodSpec("instance ceiling", "ceiling", {"kernel_size": 5}, instance_weight=1.0),
+    ]
+
+
+DEFAULT_METHODS = default_methods()
+
+
+@dataclass
+class ExperimentConfig:
+    """Grid and training settings of an experiment.
+
+    Attributes:
+        lrs: SGD learning rates (paper: 1e-1, 1e-2, 1e-3, 1e-4).
+        ng_weights: lambda grid for NG methods (paper ablation: 0.1, 1, 10).
+        l1_weights: alpha grid of the (alpha/2) sum |theta| penalty (paper: 0 and 1e-6 ... 1).
+        max_epochs: epochs per run (paper: up to 1000).
+        batch_size: bags per batch (paper: 64).
+        seeds: split seeds (paper: 1001, 2001, 3001).
+        require_train_above_val: the paper's selection rule (only epochs whose train AUROC exceeds validation AUROC).
+        device: torch device.
+        num_workers: DataLoader workers.
+    """
+
+    lrs: Sequence[float] = (1e-2, 1e-1)
+    ng_weights: Sequence[float] = (1.0,)
+    l1_weights: Sequence[float] = (0.0,)
+    max_epochs: int = 30
+    batch_size: int = 64
+    seeds: Sequence[int] = PAPER_SEEDS
+    require_train_above_val: bool = False
+    device: str = "cpu"
+    num_workers: int = 0
+
+
+def split_indices(store: EmbeddingStore, seed: int) -> dict[str, np.ndarray]:
+    """Manifest rows of the train / val / test parts of a patient-level stratified split."""
+    assignment = patient_level_split(store.patient_ids, store.labels.tolist(), seed)
+    parts = np.array([assignment[p] for p in store.patient_ids])
+    return {k: np.flatnonzero(parts == k) for k in ("train", "val", "test")}
+
+
+def _loader(store: EmbeddingStore, idx: np.ndarray, cfg: ExperimentConfig, shuffle: bool, seed: int) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        BagDataset(store, idx),
+        batch_size=cfg.batch_size,
+        shuffle=shuffle,
+        collate_fn=collate_bags,
+        num_workers=cfg.num_workers,
+        generator=g if shuffle else None,
+    )
+
+
+def _grid(method: MethodSpec, cfg: ExperimentConfig) -> list[tuple[float, float, float]]:
+    ng = cfg.ng_weights if method.ng else (0.0,)
+    return list(itertools.product(cfg.lrs, ng, cfg.l1_weights))
+
+
+def run_experiment(
+    store_path: str | Path,
+    out_dir: str | Path,
+    methods: Sequence[MethodSpec] | None = None,
+    config: ExperimentConfig | None = None,
+) -> pd.DataFrame:
+    """Run every method on every split with grid search; write results and return the per-split test results.
+
+    Writes to ``out_dir``: ``grid.csv`` (every run's validation metrics), ``results.csv`` (one row per method and
+    split: ``method, split, seed, lr, ng_weight, l1_weight, best_epoch, val_scan_auroc, scan_auroc, scan_auprc,
+    loc_auroc, loc_auprc, pooled_loc_auroc, positive_attention_mass, loc_skipped``), ``results.md`` (mean +- std
+    table), ``slice_scores/<method>_split<k>.csv`` (per-slice test attention of the selected run) and
+    ``config.json``.
+    """
+    methods = list(DEFAULT_METHODS if methods is None else methods)
+    cfg = config or ExperimentConfig()
+    if not methods:
+        raise ValueError("no methods to run")
+    store = EmbeddingStore(store_path, check_finite=True)
+    out = Path(out_dir)
+    (out / "slice_scores").mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(
+        json.dumps(
+            {"store": str(store_path), "config": asdict(cfg), "methods": [asdict(m) for m in methods]},
+            indent=2,
+            default=list,
+        )
+    )
+    grid_rows: list[dict[str, Any]] = []
+    result_rows: list[dict[str, Any]] = []
+    for split, seed in enumerate(cfg.seeds):
+        parts = split_indices(store, int(seed))
+        loaders = {
+            "train": _loader(store, parts["train"], cfg, True, seed),
+            "train_eval": _loader(store, parts["train"], cfg, False, seed),
+            "val": _loader(store, parts["val"], cfg, False, seed),
+            "test": _loader(store, parts["test"], cfg, False, seed),
+        }
+        logger.info("split %d (seed %d): %s", split, seed, {k: len(v) for k, v in parts.items()})
+        for method in methods:
+            best: tuple[float, dict[str, Any], dict[str, torch.Tensor]] | None = None
+            for lr, ng_weight, l1_weight in _grid(method, cfg):
+                torch.manual_seed(seed)
+                network = build_mil_network(method.network, store.dim, **method.network_kwargs)
+                objective = MILObjective(
+                    ng_weight=ng_weight,
+                    divergence=method.divergence,
+                    ng_heads=method.ng_heads,
+                    l1_weight=l1_weight,
+                    network=network if l1_weight > 0 else None,
+                    instance_weight=method.instance_weight,
+                )
+                t0 = time.perf_counter()
+                result = train_mil(
+                    network,
+                    objective,
+                    loaders["train"],
+                    loaders["val"],
+                    TrainingConfig(
+                        lr=lr,
+                        max_epochs=cfg.max_epochs,
+                        require_train_above_val=cfg.require_train_above_val,
+                        seed=seed,
+                    ),
+                    device=cfg.device,
+                    train_eval_loader=loaders["train_eval"],
+                )
+                row = {
+                    "method": method.name,
+                    "split": split,
+                    "seed": seed,
+                    "lr": lr,
+                    "ng_weight": ng_weight,
+                    "l1_weight": l1_weight,
+                    "best_epoch": result.best_epoch,
+                    "val_scan_auroc": result.best_metrics.get("scan_auroc", float("nan")),
+                    "val_loc_auroc": result.best_metrics.get("loc_auroc", float("nan")),
+                    "seconds": time.perf_counter() - t0,
+                }
+                grid_rows.append(row)
+                score = row["val_scan_auroc"] if np.isfinite(row["val_scan_auroc"]) else -np.inf
+                if best is None or score > best[0]:
+                    best = (score, row, {k: v.clone() for k, v in network.state_dict().items()})
+            assert best is not None
+            _, row, state = best
+            network = build_mil_network(method.network, store.dim, **method.network_kwargs)
+            network.load_state_dict(state)
+            metrics, _, slices = evaluate_mil(network, loaders["test"], cfg.device)
+            slices.to_csv(out / "slice_scores" / f"{_slug(method.name)}_split{split}.csv", index=False)
+            result_rows.append(
+                {
+                    **{k: row[k] for k in ("method", "split", "seed", "lr", "ng_weight", "l1_weight", "best_epoch")},
+                    "val_scan_auroc": row["val_scan_auroc"],
+                    "scan_auroc": metrics.get("scan_auroc"),
+                    "scan_auprc": metrics.get("scan_auprc"),
+                    "loc_auroc": metrics.get("loc_auroc"),
+                    "loc_auprc": metrics.get("loc_auprc"),
+                    "pooled_loc_auroc": metrics.get("pooled_loc_auroc"),
+                    "positive_attention_mass": metrics.get("positive_attention_mass"),
+                    "loc_skipped": metrics.get("loc_auroc_skipped"),
+                }
+            )
+            logger.info(
+                "split %d %-28s scan AUROC %.3f loc AUROC %.3f",
+                split,
+                method.name,
+                result_rows[-1]["scan_auroc"],
+                result_rows[-1]["loc_auroc"],
+            )
+            pd.DataFrame(grid_rows).to_csv(out / "grid.csv", index=False)
+            pd.DataFrame(result_rows).to_csv(out / "results.csv", index=False)
+    results = pd.DataFrame(result_rows)
+    (out / "results.md").write_text(summarise(results, [m.name for m in methods]))
+    return results
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
+
+
+def summarise(results: pd.DataFrame, order: Sequence[str] | None = None) -> str:
+    """A markdown table of mean +- std over splits of scan AUROC and localization AUROC/AUPRC per method."""
+    cols = [("scan_auroc", "scan AUROC"), ("loc_auroc", "loc. AUROC"), ("loc_auprc", "loc. AUPRC")]
+    lines = [
+        "| method | " + " | ".join(label for _, label in cols) + " | splits |",
+        "|---|" + "---|" * (len(cols) + 1),
+    ]
+    names = list(order) if order is not None else list(dict.fromkeys(results["method"]))
+    for name in names:
+        part = results[results["method"] == name]
+        if part.empty:
+            continue
+        cells = []
+        for col, _ in cols:
+            values = part[col].astype(float)
+            sd = values.std(ddof=1) if len(values) > 1 else 0.0
+            cells.append(f"{values.mean():.3f} ± {sd:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(part)} |")
+    return "\n".join(lines) + "\n"
