@@ -1,0 +1,100 @@
+"""MIL metrics: hand-computed scan and localization values through an ignite engine."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from ignite.engine import Engine
+
+from monai_ng.metrics import (
+    LocalizationAUPRC,
+    LocalizationAUROC,
+    PooledLocalizationAUROC,
+    PositiveAttentionMass,
+    ScanAUPRC,
+    ScanAUROC,
+)
+from monai_ng.networks import MILOutput
+
+# four bags padded to 4 slices; slice labels -1 = unknown or padding
+ATT = [[0.1, 0.4, 0.3, 0.2], [0.2, 0.5, 0.3, 0.0], [0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]]
+SL = [[0, 1, 1, 0], [1, 0, 0, -1], [1, 1, -1, -1], [0, 0, 0, 0]]
+LENGTHS = [4, 3, 2, 4]
+LABELS = [1.0, 1.0, 1.0, 0.0]
+LOGITS = [2.0, 1.0, 0.5, 1.5]
+
+
+def _batches(heads: int = 1):
+    mask = torch.arange(4)[None] < torch.tensor(LENGTHS)[:, None]
+    att = torch.tensor(ATT)
+    if heads > 1:  # two heads whose mean is ATT
+        delta = 0.05 * mask.float()
+        att = torch.stack([att + delta, att - delta], dim=-1)
+    else:
+        att = att.unsqueeze(-1)
+    full = {
+        "pred": MILOutput(torch.tensor(LOGITS), att),
+        "label": {"label": torch.tensor(LABELS), "mask": mask, "slice_labels": torch.tensor(SL, dtype=torch.int8)},
+    }
+
+    def part(sl):  # split the batch in two iterations to exercise accumulation
+        return {
+            "pred": MILOutput(full["pred"].logits[sl], full["pred"].attention[sl]),
+            "label": {k: v[sl] for k, v in full["label"].items()},
+        }
+
+    return [part(slice(0, 2)), part(slice(2, 4))]
+
+
+def _run(metrics, heads=1):
+    engine = Engine(lambda e, batch: batch)
+    for name, metric in metrics.items():
+        metric.attach(engine, name)
+    engine.run(_batches(heads), max_epochs=1)
+    return engine.state.metrics
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_hand_computed_metrics(heads):
+    m = _run(
+        {
+            "scan_auroc": ScanAUROC(),
+            "scan_auprc": ScanAUPRC(),
+            "loc": LocalizationAUROC(),
+            "loc_pr": LocalizationAUPRC(),
+            "pooled": PooledLocalizationAUROC(),
+            "mass": PositiveAttentionMass(),
+        },
+        heads,
+    )
+    # scan: positives score 2, 1, 0.5 against the negative's 1.5 -> 1 of 3 pairs
+    assert m["scan_auroc"] == pytest.approx(1 / 3)
+    # AP: ranking 2 (+), 1.5 (-), 1 (+), 0.5 (+): precisions at positives 1, 2/3, 3/4 -> mean
+    assert m["scan_auprc"] == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
+    # bag 1: positives {0.4, 0.3} beat negatives {0.1, 0.2} -> 1; bag 2: positive 0.2 below {0.5, 0.3} -> 0;
+    # bag 3 has no negative slice -> skipped; bag 4 is negative -> not scored
+    assert m["loc"] == pytest.approx(0.5)
+    assert m["loc_skipped"] == 1 and m["loc_scored"] == 2
+    # AP bag 1 = 1; bag 2: ranking 0.5 (-), 0.3 (-), 0.2 (+) -> 1/3
+    assert m["loc_pr"] == pytest.approx((1 + 1 / 3) / 2)
+    # pooled over positive bags, scores S * a: positives 1.6, 1.2, 0.6, 1.0, 1.0; negatives 0.4, 0.8, 1.5, 0.9
+    # -> 4 + 3 + 1 + 3 + 3 = 14 of 20 pairs ordered correctly
+    assert m["pooled"] == pytest.approx(14 / 20)
+    # attention on positive slices: 0.7, 0.2, 1.0
+    assert m["mass"] == pytest.approx((0.7 + 0.2 + 1.0) / 3)
+
+
+def test_one_class_gives_nan_with_warning():
+    engine = Engine(lambda e, batch: batch)
+    ScanAUROC().attach(engine, "auc")
+    batch = _batches()[0]  # two positive bags only
+    with pytest.warns(UserWarning, match="one class"):
+        engine.run([batch], max_epochs=1)
+    assert math.isnan(engine.state.metrics["auc"])
+
+
+def test_metric_requires_data():
+    with pytest.raises(RuntimeError, match="at least one batch"):
+        ScanAUROC().compute()
