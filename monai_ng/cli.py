@@ -15,8 +15,12 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("monai_ng.experiment_cli", "run the synthetic CT-like experiment end to end (small default)"),
     "experiment": ("monai_ng.experiment_cli", "splits x grid search x methods on an embedding store"),
+    "predict": ("monai_ng.predict_cli", "per-scan and per-slice scores from a saved MIL checkpoint"),
     "import-embeddings": ("monai_ng.data.store_cli", "import / validate a flat embedding folder as a store"),
-    "synthetic": ("monai_ng.data.synthetic_cli", "write a synthetic embedding store (ShiftedMean, CT-like, multi-lesion)"),
+    "synthetic": (
+        "monai_ng.data.synthetic_cli",
+        "write a synthetic embedding store (ShiftedMean, CT-like, multi-lesion)",
+    ),
     "phantom": ("monai_ng.data.phantom_cli", "write phantom CT series (DICOM / NIfTI) in the RSNA layouts"),
     "ingest": ("preprocessing.ingest_cli", "convert an RSNA challenge download to a scan manifest"),
     "embed": ("monai_ng.embed_cli", "encode scans with a frozen ViT into an embedding store"),

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from monai_ng.data.bag_dataset import BagDataset, collate_bags
@@ -30,7 +32,16 @@ from monai_ng.losses.mil_objective import MILObjective
 from monai_ng.networks.factory import build_mil_network
 from preprocessing.splits import PAPER_SEEDS, patient_level_split
 
-__all__ = ["MethodSpec", "ExperimentConfig", "DEFAULT_METHODS", "run_experiment", "summarise", "split_indices"]
+__all__ = [
+    "DEFAULT_METHODS",
+    "ExperimentConfig",
+    "MethodSpec",
+    "load_mil_checkpoint",
+    "run_experiment",
+    "save_mil_checkpoint",
+    "split_indices",
+    "summarise",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +154,8 @@ def run_experiment(
     Writes to ``out_dir``: ``grid.csv`` (every run's validation metrics), ``results.csv`` (one row per method and
     split: ``method, split, seed, lr, ng_weight, l1_weight, best_epoch, val_scan_auroc, scan_auroc, scan_auprc,
     loc_auroc, loc_auprc, pooled_loc_auroc, positive_attention_mass, loc_skipped``), ``results.md`` (mean +- std
-    table), ``slice_scores/<method>_split<k>.csv`` (per-slice test attention of the selected run) and
-    ``config.json``.
+    table), ``slice_scores/<method>_split<k>.csv`` (per-slice test attention of the selected run),
+    ``checkpoints/<method>_split<k>.safetensors`` (its weights, see :func:`load_mil_checkpoint`) and ``config.json``.
     """
     methods = list(DEFAULT_METHODS if methods is None else methods)
     cfg = config or ExperimentConfig()
@@ -153,6 +164,7 @@ def run_experiment(
     store = EmbeddingStore(store_path, check_finite=True)
     out = Path(out_dir)
     (out / "slice_scores").mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(
         json.dumps(
             {"store": str(store_path), "config": asdict(cfg), "methods": [asdict(m) for m in methods]},
@@ -219,6 +231,9 @@ def run_experiment(
             _, row, state = best
             network = build_mil_network(method.network, store.dim, **method.network_kwargs)
             network.load_state_dict(state)
+            save_mil_checkpoint(
+                network, out / "checkpoints" / f"{_slug(method.name)}_split{split}.safetensors", method, store.dim
+            )
             metrics, _, slices = evaluate_mil(network, loaders["test"], cfg.device)
             slices.to_csv(out / "slice_scores" / f"{_slug(method.name)}_split{split}.csv", index=False)
             result_rows.append(
@@ -246,6 +261,36 @@ def run_experiment(
     results = pd.DataFrame(result_rows)
     (out / "results.md").write_text(summarise(results, [m.name for m in methods]))
     return results
+
+
+def save_mil_checkpoint(network: torch.nn.Module, path: str | Path, method: MethodSpec, in_features: int) -> None:
+    """Save a MIL network's weights with safetensors; the header records how to rebuild it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    meta = {
+        "network": method.network,
+        "network_kwargs": json.dumps(method.network_kwargs),
+        "in_features": str(in_features),
+        "method": method.name,
+    }
+    save_file(state, str(path), metadata=meta)
+
+
+def load_mil_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, str]]:
+    """Rebuild a MIL network saved by :func:`save_mil_checkpoint`; returns ``(network, header metadata)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    missing = [k for k in ("network", "network_kwargs", "in_features") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: not a monai_ng MIL checkpoint (header lacks {missing})")
+    network = build_mil_network(meta["network"], int(meta["in_features"]), **json.loads(meta["network_kwargs"]))
+    network.load_state_dict(load_file(str(path)))
+    network.eval()
+    return network, meta
 
 
 def _slug(name: str) -> str:

@@ -19,7 +19,7 @@ from monai_ng.engines import (
     prepare_bag_batch,
     train_mil,
 )
-from monai_ng.experiment import ExperimentConfig, MethodSpec, run_experiment, split_indices
+from monai_ng.experiment import ExperimentConfig, MethodSpec, load_mil_checkpoint, run_experiment, split_indices
 from monai_ng.losses import MILObjective
 from monai_ng.networks import build_mil_network
 
@@ -165,6 +165,15 @@ def test_experiment_runner_and_cli(easy_store, tmp_path):
     table = (tmp_path / "exp" / "results.md").read_text()
     assert "| centre baseline |" in table and "| ABMIL+NG |" in table
     assert (tmp_path / "exp" / "slice_scores" / "abmil_ng_split1.csv").is_file()
+    # the selected model's checkpoint rebuilds the network and scores a store from the command line
+    ckpt = tmp_path / "exp" / "checkpoints" / "abmil_ng_split1.safetensors"
+    net, meta = load_mil_checkpoint(ckpt)
+    assert meta["network"] == "abmil" and meta["method"] == "ABMIL+NG"
+    assert main(["predict", "--data", str(easy_store), "--checkpoint", str(ckpt), "--out", str(tmp_path / "pred")]) == 0
+    slices = pd.read_csv(tmp_path / "pred" / "slice_scores.csv")
+    assert len(slices) == int(BagDataset(easy_store).n_slices.sum())
+    assert main(["predict", "--data", str(easy_store), "--checkpoint", str(tmp_path / "no.safetensors"),
+                 "--out", str(tmp_path / "p2")]) == 1  # fmt: skip
     # the same through the command line
     rc = main(
         ["experiment", "--data", str(easy_store), "--out", str(tmp_path / "cli"), "--methods", "mean pool",
