@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
@@ -98,3 +99,18 @@ def test_one_class_gives_nan_with_warning():
 def test_metric_requires_data():
     with pytest.raises(RuntimeError, match="at least one batch"):
         ScanAUROC().compute()
+
+
+def test_fast_binary_metrics_match_scikit_learn():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from monai_ng.metrics.mil_metrics import binary_auroc, binary_average_precision
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(2, 40))
+        y = rng.integers(0, 2, n)
+        y[0], y[1] = 0, 1
+        s = rng.integers(0, 5, n).astype(float) if trial % 2 else rng.normal(size=n)  # with and without ties
+        assert binary_auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert binary_average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)

@@ -338,7 +338,7 @@ def train_mil(
         row = {"epoch": float(trainer.state.epoch)}
         row.update({k: float(v) for k, v in engine.state.metrics.items() if _is_number(v)})
         if isinstance(trainer.state.output, Mapping) and "loss" in trainer.state.output:
-            row["last_train_loss"] = float(trainer.state.output["loss"])
+            row["last_train_loss"] = _loss_value(trainer.state.output)
         history.append(row)
 
     trainer.run()

@@ -19,6 +19,7 @@ import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
+from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from monai_ng.losses.mil_objective import unpack_mil_output
@@ -32,6 +33,8 @@ __all__ = [
     "PooledLocalizationAUROC",
     "PositiveAttentionMass",
     "per_bag_localization",
+    "binary_auroc",
+    "binary_average_precision",
 ]
 
 
@@ -114,14 +117,38 @@ class ScanAUPRC(_Collector):
         return _binary_score(average_precision_score, labels, scores, "ScanAUPRC")
 
 
+def binary_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC of ``scores`` for binary ``labels`` (both classes present), ties counted 1/2 (Mann-Whitney U).
+
+    Equal to scikit-learn's ``roc_auc_score`` without its input validation, which dominates the cost when called
+    once per bag.
+    """
+    pos = labels == 1
+    n_pos = int(pos.sum())
+    n_neg = labels.size - n_pos
+    ranks = rankdata(scores)  # average ranks for ties
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def binary_average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision as scikit-learn's ``average_precision_score`` defines it (steps at distinct scores)."""
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each distinct score
+    tps = np.cumsum(y)[last].astype(np.float64)
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
 def per_bag_localization(
-    bags: list[tuple[np.ndarray, np.ndarray, int]], score: Callable = roc_auc_score
+    bags: list[tuple[np.ndarray, np.ndarray, int]], score: Callable = binary_auroc
 ) -> tuple[np.ndarray, int]:
     """Per positive bag, ``score(slice_labels, attention)`` over its labelled slices.
 
     Args:
         bags: ``(attention [S], slice_labels [S] in {1, 0, -1}, scan_label)`` per bag.
-        score: a scikit-learn binary ranking metric.
+        score: a binary ranking metric ``score(labels, scores)`` (e.g. :func:`binary_auroc`).
 
     Returns:
         ``(values [n_scored], n_skipped)``: positive bags without both a positive and a negative labelled slice are
@@ -142,7 +169,7 @@ def per_bag_localization(
 
 class _Localization(_Collector):
     _needs_bags = True
-    _score: Callable = staticmethod(roc_auc_score)
+    _score: Callable = staticmethod(binary_auroc)
 
     def __init__(self, output_transform: Callable = mil_output_transform, device: str | torch.device = "cpu") -> None:
         super().__init__(output_transform, device)
@@ -168,13 +195,13 @@ class _Localization(_Collector):
 class LocalizationAUROC(_Localization):
     """Mean over positive bags of the per-bag AUROC of head-averaged attention vs slice labels (the paper's metric)."""
 
-    _score = staticmethod(roc_auc_score)
+    _score = staticmethod(binary_auroc)
 
 
 class LocalizationAUPRC(_Localization):
     """Mean over positive bags of the per-bag average precision of head-averaged attention vs slice labels."""
 
-    _score = staticmethod(average_precision_score)
+    _score = staticmethod(binary_average_precision)
 
 
 class PooledLocalizationAUROC(_Collector):
