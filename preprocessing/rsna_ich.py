@@ -1,0 +1,133 @@
+"""RSNA Intracranial Hemorrhage Detection 2019 -> scan manifest.
+
+Download layout: a flat folder of single-slice DICOMs (``stage_2_train/ID_<hex>.dcm``) and ``stage_2_train.csv``
+with columns ``ID, Label`` and one row per image and subtype (``ID_<hex>_<subtype>``, subtypes ``epidural``,
+``intraparenchymal``, ``intraventricular``, ``subarachnoid``, ``subdural``, ``any``). Slices are grouped into
+scans by SeriesInstanceUID read from the headers (parallel header-only reads), ordered along the slice normal; the
+slice label is the ``any`` subtype, the scan label is 1 when any slice is positive and the split key is the
+pseudonymous PatientID header (Flanders et al., Radiology: AI 2020, doi:10.1148/ryai.2020190211).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from monai_ng.transforms.dicom_headers import group_by_series, order_series, scan_headers
+
+__all__ = ["ICH_CSV", "ICH_SUBTYPES", "build_ich_manifest", "read_ich_labels"]
+
+ICH_CSV = "stage_2_train.csv"
+ICH_SUBTYPES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
+
+
+def read_ich_labels(csv_path: str | os.PathLike) -> pd.Series:
+    """Slice labels (``any`` subtype) from ``stage_2_train.csv``, indexed by image id ``ID_<hex>``.
+
+    Raises:
+        ValueError: naming the CSV: wrong columns, malformed ids, unknown subtypes, labels not 0/1, no ``any`` rows.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise ValueError(f"{csv_path}: label CSV not found")
+    df = pd.read_csv(csv_path, dtype={"ID": str})
+    if list(df.columns) != ["ID", "Label"]:
+        raise ValueError(f"{csv_path}: expected columns ['ID', 'Label'], found {list(df.columns)}")
+    parts = df["ID"].str.rsplit("_", n=1, expand=True)
+    if parts.shape[1] != 2 or parts[1].isna().any():
+        bad = df["ID"][parts[1].isna()].head(3).tolist() if parts.shape[1] == 2 else df["ID"].head(3).tolist()
+        raise ValueError(f"{csv_path}: IDs must look like ID_<image>_<subtype>, got e.g. {bad}")
+    unknown = sorted(set(parts[1]) - set(ICH_SUBTYPES))
+    if unknown:
+        raise ValueError(f"{csv_path}: unknown subtypes {unknown[:5]} (expected {list(ICH_SUBTYPES)})")
+    labels = pd.to_numeric(df["Label"], errors="coerce")
+    if labels.isna().any() or not labels.isin([0, 1]).all():
+        raise ValueError(
+            f"{csv_path}: Label must be 0 or 1, got e.g. {df['Label'][~labels.isin([0, 1])].head(3).tolist()}"
+        )
+    any_rows = parts[1] == "any"
+    if not any_rows.any():
+        raise ValueError(f"{csv_path}: no '<image>_any' rows; cannot build slice labels")
+    # the real file repeats some rows; a slice is positive when any of its rows is
+    return labels[any_rows].astype(int).groupby(parts[0][any_rows].to_numpy()).max()
+
+
+def _image_dir(root: Path) -> Path:
+    for name in ("stage_2_train", "stage_2_train_images"):
+        if (root / name).is_dir():
+            return root / name
+    return root
+
+
+def build_ich_manifest(
+    root: str | os.PathLike, workers: int = 1, progress: bool = True
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Build the scan manifest of an RSNA ICH download.
+
+    Args:
+        root: folder holding ``stage_2_train.csv`` and the DICOMs (``stage_2_train/`` or anywhere below ``root``).
+        workers: header-reading processes.
+        progress: show a progress bar.
+
+    Returns:
+        ``(manifest, failures)``: one row per scan (schema in :mod:`preprocessing.manifest`, without split
+        columns) and ``(file or scan, reason)`` rows for unreadable files, slices missing from the CSV (kept with
+        label -1), CSV images without a file, and scans that could not be ordered (dropped).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a directory")
+    labels = read_ich_labels(root / ICH_CSV)
+    scan = scan_headers(_image_dir(root), workers=workers, progress=progress)
+    failures: list[tuple[str, str]] = list(scan.failures)
+    if not scan.headers:
+        raise ValueError(f"{root}: no readable DICOM files ({len(scan.failures)} unreadable)")
+    label_map = labels.to_dict()
+    seen: set[str] = set()
+    rows = []
+    for uid, headers in group_by_series(scan.headers).items():
+        if not uid:
+            failures.extend((h.path, "no SeriesInstanceUID; cannot group into a scan") for h in headers)
+            continue
+        try:
+            ordered, geometry = order_series(headers)
+        except ValueError as exc:
+            failures.append((f"scan {uid}", str(exc)))
+            continue
+        patients = {h.patient_id for h in ordered}
+        if len(patients) != 1 or "" in patients:
+            failures.append((f"scan {uid}", f"PatientID must be one non-empty value per series, got {len(patients)}"))
+            continue
+        slice_labels = []
+        for h in ordered:
+            key = h.sop_instance_uid if h.sop_instance_uid in label_map else Path(h.path).stem
+            if key in label_map:
+                slice_labels.append(int(label_map[key]))
+                seen.add(key)
+            else:
+                slice_labels.append(-1)
+                failures.append((h.path, f"image id {h.sop_instance_uid} not in {ICH_CSV}; slice label set to -1"))
+        known = [v for v in slice_labels if v >= 0]
+        if not known:
+            failures.append((f"scan {uid}", f"no slice of the scan is in {ICH_CSV}; scan dropped"))
+            continue
+        rows.append(
+            {
+                "scan_id": uid,
+                "patient_id": patients.pop(),
+                "label": int(max(known)),
+                "series_uid": uid,
+                "n_slices": len(ordered),
+                "slice_files": [h.path for h in ordered],
+                "slice_labels": slice_labels,
+                "slice_sop_uids": [h.sop_instance_uid for h in ordered],
+                "geometry_issues": list(geometry.issues),
+                "dataset": "ich",
+            }
+        )
+    orphans = sorted(set(label_map) - seen)
+    if orphans:
+        failures.append((ICH_CSV, f"{len(orphans)} image id(s) have no readable DICOM file, e.g. {orphans[:3]}"))
+    return pd.DataFrame(rows), failures
