@@ -317,13 +317,17 @@ class LoadCTSeries(Transform):
         datasets = [datasets[i] for i in index]
         geometry = analyze_series_geometry(headers, **self.geometry_kwargs)  # type: ignore[arg-type]
         self._handle_issues(geometry, source, uid)
-        slices, infos = [], []
-        for i in geometry.order:
+        infos = []
+        stack: np.ndarray | None = None  # [Z, rows, cols], filled in place: one copy of the volume, not three
+        for k, i in enumerate(geometry.order):
             with lenient_value_reading():
                 hu, info = decode_slice_hu(datasets[i], headers[i], self.fix_ich_wrap, self.monochrome1)
-            slices.append(hu.T)  # [rows, cols] -> [X, Y]
+            if stack is None:
+                stack = np.empty((len(geometry.order), *hu.shape), dtype=np.float32)
+            stack[k] = hu
             infos.append(info)
-        volume = np.stack(slices, axis=-1)[None]  # [1, X, Y, Z]
+        # a strided view [1, X (cols), Y (rows), Z]; MONAI transforms accept non-contiguous tensors
+        volume = torch.from_numpy(stack).permute(2, 1, 0)[None]
         affine = dicom_affine(headers, geometry)
         ordered = [headers[i] for i in geometry.order]
         first = ordered[0]
@@ -347,7 +351,7 @@ class LoadCTSeries(Transform):
             MetaKeys.SPACE: SpaceKeys.RAS,
             "original_channel_dim": "no_channel",
         }
-        return MetaTensor(torch.from_numpy(np.ascontiguousarray(volume)), affine=torch.as_tensor(affine), meta=meta)
+        return MetaTensor(volume, affine=torch.as_tensor(affine), meta=meta)
 
     def _handle_issues(self, geometry: SeriesGeometry, source: str, uid: str) -> None:
         if not geometry.issues or self.on_geometry_issue == "ignore":
