@@ -27,10 +27,10 @@ from torch.utils.data import DataLoader
 
 from monai_ng.data.bag_dataset import BagDataset, collate_bags
 from monai_ng.data.embedding_store import EmbeddingStore
+from monai_ng.data.splits import PAPER_SEEDS, patient_level_split
 from monai_ng.engines.mil_workflow import TrainingConfig, evaluate_mil, train_mil
 from monai_ng.losses.mil_objective import MILObjective
 from monai_ng.networks.factory import build_mil_network
-from preprocessing.splits import PAPER_SEEDS, patient_level_split
 
 __all__ = [
     "DEFAULT_METHODS",

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from monai_ng.data.splits import PAPER_SEEDS, add_split_columns
 from preprocessing.manifest import write_failures, write_manifest
-from preprocessing.splits import PAPER_SEEDS, add_split_columns
 
 __all__ = ["configure_parser", "ingest", "run"]
 

@@ -15,7 +15,7 @@ column                    meaning
 ``slice_sop_uids``        list[str], aligned SOPInstanceUIDs
 ``geometry_issues``       list[str], geometry problems found (gaps, duplicates, tilt, ...); empty when clean
 ``dataset``               ``ich`` / ``pe`` / ``abdominal``
-``split_<seed>``          ``train`` / ``val`` / ``test`` for seeds 1001, 2001, 3001 (``preprocessing.splits``)
+``split_<seed>``          ``train`` / ``val`` / ``test`` for seeds 1001, 2001, 3001 (``monai_ng.data.splits``)
 ========================  ==========================================================================================
 
 Storage: ``.csv`` stores list columns as JSON arrays (one JSON string per cell); ``.parquet`` stores them as native

@@ -11,11 +11,11 @@ import pytest
 
 from monai_ng.cli import main
 from monai_ng.data.phantom import write_rsna_abdominal, write_rsna_ich, write_rsna_pe
+from monai_ng.data.splits import add_split_columns, patient_level_split
 from preprocessing.manifest import LIST_COLUMNS, read_manifest, validate_manifest, write_manifest
 from preprocessing.rsna_abdominal import build_abdominal_manifest
 from preprocessing.rsna_ich import build_ich_manifest
 from preprocessing.rsna_pe import build_pe_manifest
-from preprocessing.splits import add_split_columns, patient_level_split
 
 
 def _check_against_truth(manifest: pd.DataFrame, truth: pd.DataFrame) -> None:
