@@ -197,3 +197,25 @@ def test_collate_pads_and_masks(flat):
         collate_bags([])
     with pytest.raises(IndexError, match="indices"):
         BagDataset(flat[0], indices=[5])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_all_finite_exponent_bits(dtype):
+    from monai_ng.data.bag_dataset import all_finite
+
+    info = np.finfo(dtype)
+    ok = np.array([0.0, -0.0, 1.0, info.max, -info.max, info.tiny, info.smallest_subnormal], dtype=dtype)
+    assert all_finite(ok)
+    for bad in (np.nan, np.inf, -np.inf):
+        arr = ok.copy()
+        arr[3] = bad
+        assert not all_finite(arr)
+        assert not all_finite(np.asfortranarray(np.stack([arr, ok])))  # non-contiguous fallback
+
+
+def test_collate_bfloat16(flat):
+    ds = BagDataset(flat[0])
+    b16 = collate_bags([ds[0], ds[2]], dtype=torch.bfloat16)
+    f32 = collate_bags([ds[0], ds[2]])
+    assert b16["embeddings"].dtype == torch.bfloat16
+    torch.testing.assert_close(b16["embeddings"].float(), f32["embeddings"].to(torch.bfloat16).float())

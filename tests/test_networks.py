@@ -610,3 +610,15 @@ def test_ceiling_kernel_12_equals_numpy_loop_and_scan_pooling():
     assert (smooth.logits >= out.logits).all()
     with pytest.raises(ValueError, match="scan_pooling must be one of"):
         InstanceCeiling(in_features=3, scan_pooling="mean")
+
+
+def test_transmil_packed_layer_equals_unpacked_on_valid_rows():
+    from monai_ng.networks import ClassTokenAttentionLayer
+
+    torch.manual_seed(0)
+    layer = ClassTokenAttentionLayer(dim=8, num_heads=2).double()
+    tokens = torch.randn(3, 6, 8, dtype=torch.float64)
+    key_mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] * 2 + [False] * 4])
+    full = layer(tokens, key_mask)
+    packed = layer(tokens, key_mask, packed=True)
+    torch.testing.assert_close(packed[key_mask], full[key_mask], rtol=0, atol=1e-12)

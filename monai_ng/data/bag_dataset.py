@@ -29,6 +29,25 @@ class BagKeys:
     N_SLICES = "n_slices"  # batch [B] int64
 
 
+# IEEE-754 exponent field per float width: all ones means inf or NaN
+_EXPONENT_BITS = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF0000000000000)}
+_NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """True when a float16/32/64 array holds no NaN or infinity.
+
+    Tests the exponent bits of the raw words, which costs one pass over the data and no floating-point work (about
+    10x faster than ``np.isfinite`` on float16, and free of the OpenMP dispatch that ``torch.isfinite`` pays per
+    small bag on a busy machine). Other dtypes fall back to ``np.isfinite``.
+    """
+    bits = _EXPONENT_BITS.get(values.dtype.itemsize) if values.dtype.kind == "f" else None
+    if bits is None or not values.flags.c_contiguous:
+        return bool(np.isfinite(values).all())
+    word, exponent = bits
+    return not bool(np.any((values.view(word) & word(exponent)) == word(exponent)))
+
+
 class BagDataset(Dataset):
     """One item per scan: its slice embeddings, scan label and slice labels.
 
@@ -71,9 +90,10 @@ class BagDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         index = int(self.indices[i])
         bag = self.store.bag(index)
-        emb = torch.from_numpy(np.array(bag.embeddings))  # copy out of the read-only memory map
-        if self.check_finite and not torch.isfinite(emb).all():
+        rows = np.array(bag.embeddings)  # copy out of the read-only memory map
+        if self.check_finite and not all_finite(rows):
             raise StoreError(f"{self.store.path}: scan {bag.scan_id!r} has NaN/inf embeddings")
+        emb = torch.from_numpy(rows)
         if bag.slice_labels is None:
             sl = torch.full((emb.shape[0],), -1, dtype=torch.int8)
         else:
@@ -105,13 +125,16 @@ def collate_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype = torch.flo
     if len(dims) != 1:
         raise ValueError(f"bags in one batch have different embedding widths {sorted(dims)}")
     b, n, d = len(items), max(lengths), dims.pop()
-    emb = torch.zeros(b, n, d, dtype=dtype)
-    mask = torch.zeros(b, n, dtype=torch.bool)
-    sl = torch.full((b, n), -1, dtype=torch.int8)
+    # The padded arrays are filled in NumPy: per-bag slice assignment of small CPU tensors goes through torch's
+    # OpenMP-parallel copy kernels, which on a loaded 2-core machine cost ~2 ms per bag instead of ~0.1 ms.
+    np_dtype = _NUMPY_DTYPES.get(dtype, np.float32)  # NumPy has no bfloat16: fill float32, cast once below
+    emb_np = np.zeros((b, n, d), dtype=np_dtype)
+    sl_np = np.full((b, n), -1, dtype=np.int8)
     for k, (it, s) in enumerate(zip(items, lengths, strict=True)):
-        emb[k, :s] = it[BagKeys.EMBEDDINGS]
-        mask[k, :s] = True
-        sl[k, :s] = it[BagKeys.SLICE_LABELS]
+        emb_np[k, :s] = _as_numpy(it[BagKeys.EMBEDDINGS])
+        sl_np[k, :s] = _as_numpy(it[BagKeys.SLICE_LABELS])
+    emb, sl = torch.from_numpy(emb_np).to(dtype), torch.from_numpy(sl_np)
+    mask = torch.from_numpy(np.arange(n)[None, :] < np.asarray(lengths)[:, None])
     return {
         BagKeys.EMBEDDINGS: emb,
         BagKeys.MASK: mask,
@@ -121,3 +144,11 @@ def collate_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype = torch.flo
         BagKeys.SCAN_ID: [it[BagKeys.SCAN_ID] for it in items],
         BagKeys.INDEX: torch.tensor([int(it[BagKeys.INDEX]) for it in items], dtype=torch.int64),
     }
+
+
+def _as_numpy(values: Any) -> np.ndarray:
+    """A CPU NumPy view of a tensor (no copy for CPU tensors) or array-like."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        return (values.float() if values.dtype == torch.bfloat16 else values).numpy()
+    return np.asarray(values)

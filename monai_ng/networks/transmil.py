@@ -44,22 +44,37 @@ class ClassTokenAttentionLayer(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, tokens: Tensor, key_mask: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, key_mask: Tensor, packed: bool = False) -> Tensor:
         """Update every token.
 
         Args:
             tokens: ``[B, L, C]``.
             key_mask: ``[B, L]`` bool, True = may be attended to; each row needs at least one True.
+            packed: run the per-token work (LayerNorm, the ``C -> 3C`` and ``C -> C`` projections) on the valid
+                tokens only, gathered into one ``[T, C]`` matrix, and return masked rows unchanged. Valid rows are the
+                same as without packing; it saves the padding's share of the two largest matmuls (a batch of 35-slice
+                bags padded to 45 spends ~22% of them on padding).
 
         Returns:
-            ``[B, L, C]``. Rows at masked positions are computed but meaningless; no valid row depends on them.
+            ``[B, L, C]``. Rows at masked positions are meaningless (computed, or with ``packed`` the input rows);
+            no valid row depends on them.
         """
         b, length, c = tokens.shape
-        qkv = self.qkv(self.norm(tokens)).view(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each [B, H, L, C/H]
+        if not packed:
+            qkv = self.qkv(self.norm(tokens)).view(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)  # each [B, H, L, C/H]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+            out = out.transpose(1, 2).reshape(b, length, c)
+            return tokens + self.dropout(self.proj(out))
+        rows = key_mask.reshape(-1).nonzero().squeeze(1)  # [T] flat indices of the valid tokens
+        flat = tokens.reshape(b * length, c)
+        qkv_valid = self.qkv(self.norm(flat.index_select(0, rows)))  # [T, 3C]
+        qkv = qkv_valid.new_zeros(b * length, 3 * c).index_copy(0, rows, qkv_valid)
+        qkv = qkv.view(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each [B, H, L, C/H]; padded keys are zeros and masked out
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
-        out = out.transpose(1, 2).reshape(b, length, c)
-        return tokens + self.dropout(self.proj(out))
+        out = out.transpose(1, 2).reshape(b * length, c).index_select(0, rows)  # [T, C]
+        return flat.index_add(0, rows, self.dropout(self.proj(out))).view(b, length, c)
 
     def class_token_forward(self, tokens: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Update only the class token (index 0) and return its attention row, explicitly.
@@ -126,8 +141,11 @@ class SlicePPEG(nn.Module):
         """
         keep = mask.unsqueeze(-1)
         weight, bias = self.merged_kernel()
-        y = F.conv1d(slices.masked_fill(~keep, 0.0).transpose(1, 2), weight, bias, padding=3, groups=self.dim)
-        return y.transpose(1, 2).masked_fill(~keep, 0.0)
+        # [B, N, C] seen as [B, C, 1, N] is a channels-last 2-D image, so oneDNN's depthwise kernel runs on it without
+        # layout copies (forward + backward ~2.5x faster on CPU than conv1d on the transposed [B, C, N]); same values.
+        image = slices.masked_fill(~keep, 0.0).transpose(1, 2).unsqueeze(2)
+        y = F.conv2d(image, weight.unsqueeze(2), bias, padding=(0, 3), groups=self.dim)
+        return y.squeeze(2).transpose(1, 2).masked_fill(~keep, 0.0)
 
 
 class SliceTransMIL(nn.Module):
@@ -196,12 +214,15 @@ class SliceTransMIL(nn.Module):
         x, mask = prepare_bag(
             x, mask, self.in_features, self.classifier.weight.dtype, model=type(self).__name__, require_prefix=True
         )
-        batch = x.shape[0]
-        slices = self.input_dropout(torch.relu(self.input_projection(x)))  # [B, N, C]
+        batch, length, _ = x.shape
+        rows = mask.reshape(-1).nonzero().squeeze(1)  # the valid slices only go through the input projection
+        projected = self.input_dropout(torch.relu(self.input_projection(x.reshape(batch * length, -1)[rows])))
+        slices = projected.new_zeros(batch * length, self.dim).index_copy(0, rows, projected)
+        slices = slices.view(batch, length, self.dim)  # [B, N, C], zeros on padding
         tokens = torch.cat([self.class_token.expand(batch, -1, -1), slices], dim=1)  # [B, 1 + N, C]
         key_mask = F.pad(mask, (1, 0), value=True)  # the class token is always a valid key
         for index, layer in enumerate(self.layers[:-1]):
-            tokens = layer(tokens, key_mask)
+            tokens = layer(tokens, key_mask, packed=True)
             if index == 0 and self.ppeg is not None:
                 tokens = torch.cat([tokens[:, :1], self.ppeg(tokens[:, 1:], mask)], dim=1)
         class_token, _, scores = self.layers[-1].class_token_forward(tokens, key_mask)
