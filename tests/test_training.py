@@ -137,6 +137,8 @@ def test_training_config_checks(easy_store):
     net = build_mil_network("mean", 8)
     with pytest.raises(ValueError, match="max_epochs"):
         train_mil(net, MILObjective(ng_weight=0), train, val, TrainingConfig(max_epochs=0))
+    with pytest.raises(ValueError, match="selection_metric"):
+        train_mil(net, MILObjective(ng_weight=0), train, val, TrainingConfig(selection_metric="accuracy"))
     with pytest.raises(ValueError, match="train_eval_loader"):
         train_mil(net, MILObjective(ng_weight=0), train, val, TrainingConfig(require_train_above_val=True))
 
@@ -154,14 +156,19 @@ def test_splits_are_patient_disjoint(easy_store):
 
 
 def test_experiment_runner_and_cli(easy_store, tmp_path):
-    methods = [MethodSpec("centre baseline", "centre"), MethodSpec("ABMIL+NG", "abmil", ng=True)]
+    methods = [
+        MethodSpec("centre baseline", "centre"),
+        MethodSpec("ABMIL+NG", "abmil", ng=True),
+        MethodSpec("ceiling", "ceiling", {"kernel_size": 3}, instance_weight=1.0, selection_metric="loc_auroc"),
+    ]
     cfg = ExperimentConfig(lrs=(0.1,), ng_weights=(0.1, 1.0), max_epochs=2, batch_size=32, seeds=(1001, 2001))
     results = run_experiment(easy_store, tmp_path / "exp", methods, cfg)
-    assert len(results) == 4
+    assert len(results) == 6
+    assert results.loc[results["method"] == "ceiling", "selected_by"].tolist() == ["loc_auroc"] * 2
     csv = pd.read_csv(tmp_path / "exp" / "results.csv")
     assert {"method", "split", "scan_auroc", "loc_auroc"} <= set(csv.columns)
     grid = pd.read_csv(tmp_path / "exp" / "grid.csv")
-    assert len(grid) == 2 * (1 + 2)  # centre: 1 grid point, ABMIL+NG: 2 lambdas; two splits
+    assert len(grid) == 2 * (1 + 2 + 1)  # centre: 1 grid point, ABMIL+NG: 2 lambdas, ceiling: 1; two splits
     table = (tmp_path / "exp" / "results.md").read_text()
     assert "| centre baseline |" in table and "| ABMIL+NG |" in table
     assert (tmp_path / "exp" / "slice_scores" / "abmil_ng_split1.csv").is_file()

@@ -221,6 +221,9 @@ class TrainingConfig:
         tensorboard: write TensorBoard event files under ``out_dir/tensorboard``.
         seed: torch seed set before training (network init should be seeded by the caller).
         log_every: StatsHandler iteration logging interval (0 disables iteration logs).
+        selection_metric: validation metric that selects the epoch: ``"scan_auroc"`` (the paper; scan labels only) or
+            a localization metric such as ``"loc_auroc"`` (uses slice labels: only for the instance-level ceiling,
+            which is trained on them anyway).
     """
 
     lr: float = 1e-2
@@ -233,6 +236,7 @@ class TrainingConfig:
     tensorboard: bool = False
     seed: int | None = None
     log_every: int = 0
+    selection_metric: str = "scan_auroc"
 
 
 @dataclass
@@ -275,6 +279,9 @@ def train_mil(
         raise ValueError(f"max_epochs must be >= 1, got {config.max_epochs}")
     if not config.lr > 0:
         raise ValueError(f"lr must be positive, got {config.lr}")
+    selectable = ("scan_auroc", "scan_auprc", "loc_auroc", "loc_auprc", "pooled_loc_auroc", "positive_attention_mass")
+    if config.selection_metric not in selectable:
+        raise ValueError(f"selection_metric must be one of {selectable}, got {config.selection_metric!r}")
     if config.seed is not None:
         torch.manual_seed(config.seed)
     device = torch.device(device)
@@ -288,9 +295,11 @@ def train_mil(
     if config.require_train_above_val:
         if train_eval_loader is None:
             raise ValueError("require_train_above_val=True needs train_eval_loader (un-shuffled train batches)")
-        train_evaluator = build_evaluator(network, train_eval_loader, device, with_localization=False)
+        train_evaluator = build_evaluator(
+            network, train_eval_loader, device, with_localization=config.selection_metric != "scan_auroc"
+        )
     evaluator = build_evaluator(network, val_loader, device)
-    SelectionScore("scan_auroc", train_evaluator, config.require_train_above_val).attach(evaluator)
+    SelectionScore(config.selection_metric, train_evaluator, config.require_train_above_val).attach(evaluator)
 
     train_handlers: list[Any] = []
     if train_evaluator is not None:
