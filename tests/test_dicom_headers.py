@@ -122,6 +122,34 @@ def test_header_read_skips_pixel_data(tmp_path: Path, monkeypatch: pytest.Monkey
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pydicom, "dcmread", spy)
+    # plain uncompressed little-endian files: the one-pass reader reads only the first bytes, not the pixels
+    from monai_ng.transforms import dicom_headers
+
+    opened: list[int] = []
+
+    class Counting:
+        def __init__(self, fh) -> None:
+            self.fh = fh
+
+        def __enter__(self) -> Counting:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def read(self, n: int = -1) -> bytes:
+            data = self.fh.read(n)
+            opened.append(len(data))
+            return data
+
+    monkeypatch.setattr(dicom_headers, "open", lambda path, mode: Counting(open(path, mode)), raising=False)
+    big = write_slice(tmp_path / "big.dcm", sop="1.2.4", pixels=np.ones((256, 256), np.int16))
+    header = read_slice_header(big)
+    assert header.rows == 256 and not seen  # pydicom not called
+    assert sum(opened) <= 16384 < big.stat().st_size
+    # files it hands over go to pydicom, still without pixel data
+    monkeypatch.setattr(dicom_headers, "read_native_header", lambda path: None)
+    assert read_slice_header(big) == header
     read_slice_header(p)
     assert seen["stop_before_pixels"] is True and "ImagePositionPatient" in seen["specific_tags"]
 

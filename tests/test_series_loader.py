@@ -288,3 +288,294 @@ def test_dictionary_version(tmp_path: Path) -> None:
     files = [str(tmp_path / "1.2.dcm")]
     d2 = LoadCTSeriesd(keys="image")({"image": files})
     assert d2["image"].meta["slice_sop_uids"] == ["1.2.0"]
+
+
+# ---------------------------------------------------------------- fast path for uncompressed little-endian pixels
+def _reference_hu(stored: np.ndarray, h, fix_ich_wrap: bool, monochrome1: str) -> np.ndarray:
+    """HU from pydicom's ``pixel_array`` by the written rules, in int64 / float64 (independent of the loader)."""
+    x = stored.astype(np.int64)
+    b = h.bits_stored
+    if h.pixel_representation == 1 and b < h.bits_allocated:
+        x = ((x & ((1 << b) - 1)) ^ (1 << (b - 1))) - (1 << (b - 1))
+    intercept = h.rescale_intercept
+    if fix_ich_wrap and b == 12 and h.pixel_representation == 0 and int(intercept) > -100:
+        x = x + 1000
+        x = np.where(x >= 4096, x - 4096, x)
+        intercept = -1000.0
+    if h.photometric == "MONOCHROME1" and monochrome1 == "invert":
+        x = -x - 1 if h.pixel_representation == 1 else (1 << b) - 1 - x
+    return (x.astype(np.float64) * h.rescale_slope + intercept).astype(np.float32)
+
+
+def _fast_path_cases(tmp_path: Path) -> list[tuple[str, Path]]:
+    rng = np.random.default_rng(7)
+    full16 = rng.integers(0, 1 << 16, size=(9, 7), dtype=np.uint16)  # every bit pattern, high bits included
+    full16[0, :4] = [0, 0xFFFF, 0x0FFF, 0xF000]
+    int16 = rng.integers(-(1 << 15), 1 << 15, size=(9, 7)).astype(np.int16)
+    int16[0, :2] = [-(1 << 15), (1 << 15) - 1]
+    low12 = (full16 & 0x0FFF).astype(np.uint16)
+    cases = {
+        "signed16": (int16, {"RescaleIntercept": -1024}),
+        "unsigned16": (full16, {"RescaleIntercept": -1024}),
+        "unsigned12_garbage_high_bits": (full16, {"BitsStored": 12, "HighBit": 11, "RescaleIntercept": -1024}),
+        "ich_wrap": (low12, {"BitsStored": 12, "HighBit": 11, "RescaleIntercept": 0}),
+        "ich_wrap_garbage_high_bits": (full16, {"BitsStored": 12, "HighBit": 11, "RescaleIntercept": 24}),
+        "signed12_zero_high_bits": (
+            low12,
+            {"BitsStored": 12, "HighBit": 11, "PixelRepresentation": 1, "RescaleIntercept": -10},
+        ),
+        "signed12_garbage_high_bits": (
+            full16,
+            {"BitsStored": 12, "HighBit": 11, "PixelRepresentation": 1, "RescaleIntercept": 0},
+        ),
+        "monochrome1_unsigned12": (
+            full16,
+            {"BitsStored": 12, "HighBit": 11, "PhotometricInterpretation": "MONOCHROME1", "RescaleIntercept": -1024},
+        ),
+        "monochrome1_signed16": (int16, {"PhotometricInterpretation": "MONOCHROME1", "RescaleIntercept": 0}),
+        "fractional_slope_intercept": (int16, {"RescaleSlope": 0.37, "RescaleIntercept": -1024.25}),
+        "intercept_beyond_float32_integers": (full16, {"RescaleIntercept": float((1 << 24) + 1)}),
+        "eight_bit_odd_length": (
+            rng.integers(0, 256, size=(3, 5), dtype=np.uint8),
+            {"BitsAllocated": 8, "BitsStored": 8, "HighBit": 7, "RescaleIntercept": -100},
+        ),
+        "signed32": (
+            rng.integers(-(1 << 31), 1 << 31, size=(4, 6)).astype(np.int32),
+            {"BitsAllocated": 32, "BitsStored": 32, "HighBit": 31, "RescaleIntercept": -1001},
+        ),
+    }
+    out = []
+    for k, (name, (pixels, tags)) in enumerate(cases.items()):
+        out.append((name, write_slice(tmp_path / f"{name}.dcm", pixels, sop=f"1.5.{k}", ipp=(0, 0, k), **tags)))
+    # the same signed slice in Implicit VR Little Endian
+    ds = pydicom.dcmread(out[0][1])
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    implicit = tmp_path / "implicit.dcm"
+    ds.save_as(implicit, enforce_file_format=True)
+    out.append(("implicit_vr", implicit))
+    return out
+
+
+def test_fast_path_equals_pydicom_bit_exact(tmp_path: Path) -> None:
+    from monai_ng.transforms.series_loader import _native_stored_pixels, stored_pixels
+
+    for name, path in _fast_path_cases(tmp_path):
+        ds, ref_ds = pydicom.dcmread(path), pydicom.dcmread(path)
+        h = header_from_dataset(ds, str(path))
+        fast = _native_stored_pixels(ds, h)
+        assert fast is not None, name  # the fast path is taken
+        ref = ref_ds.pixel_array
+        assert fast.dtype == ref.dtype and fast.shape == ref.shape, name
+        np.testing.assert_array_equal(fast, ref, err_msg=name)
+        np.testing.assert_array_equal(stored_pixels(ds, h), ref, err_msg=name)
+        for fix in (True, False):
+            for mono in ("hu", "invert"):
+                hu_fast, info_fast = decode_slice_hu(ds, h, fix, mono)
+                hu_ref, info_ref = decode_slice_hu(ref_ds, h, fix, mono, fast=False)
+                assert hu_fast.dtype == hu_ref.dtype == np.float32
+                assert hu_fast.tobytes() == hu_ref.tobytes(), (name, fix, mono)  # bit-exact
+                assert info_fast == info_ref
+                assert hu_fast.tobytes() == _reference_hu(ref, h, fix, mono).tobytes(), (name, fix, mono)
+    # the quirks really are exercised
+    ich = pydicom.dcmread(tmp_path / "ich_wrap.dcm")
+    hu, info = decode_slice_hu(ich, header_from_dataset(ich, "ich_wrap.dcm"))
+    assert info["ich_wrap_fixed"] and float(hu.min()) >= -1000 and float(hu.max()) <= 3095
+
+
+def test_fast_path_writes_into_out_and_checks_it(tmp_path: Path) -> None:
+    stored = np.array([[-1000, 0], [40, 3000]], np.int16)
+    p = write_slice(tmp_path / "a.dcm", stored, sop="1.1", ipp=(0, 0, 0), RescaleIntercept=-24)
+    ds = pydicom.dcmread(p)
+    h = header_from_dataset(ds, str(p))
+    buffer = np.full((3, 2, 2), np.nan, np.float32)
+    hu, _ = decode_slice_hu(ds, h, out=buffer[1])
+    assert np.shares_memory(hu, buffer)
+    np.testing.assert_array_equal(buffer[1], stored - 24.0)
+    assert np.isnan(buffer[0]).all() and np.isnan(buffer[2]).all()
+    with pytest.raises(ValueError, match=r"a\.dcm: out must be float32"):
+        decode_slice_hu(ds, h, out=np.empty((2, 2), np.float64))
+
+
+def test_fast_path_declines_unusual_data(tmp_path: Path) -> None:
+    from monai_ng.transforms.series_loader import _native_stored_pixels, stored_pixels
+
+    for name in ("MR_small_RLE.dcm", "MR_small_bigendian.dcm", "693_J2KR.dcm"):
+        path = get_testdata_file(name)
+        ds = pydicom.dcmread(path)
+        h = header_from_dataset(ds, path)
+        assert _native_stored_pixels(ds, h) is None, name
+        np.testing.assert_array_equal(stored_pixels(ds, h), pydicom.dcmread(path).pixel_array)
+    # PixelData one slice short: deferred to pydicom, which names the problem
+    p = write_slice(tmp_path / "short.dcm", np.zeros((4, 4), np.int16), sop="1.1", ipp=(0, 0, 0))
+    ds = pydicom.dcmread(p)
+    ds.PixelData = ds.PixelData[:-8]
+    h = header_from_dataset(ds, str(p))
+    assert _native_stored_pixels(ds, h) is None
+    with pytest.raises(ValueError, match="short.dcm: cannot decode pixel data"):
+        decode_slice_hu(ds, h)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64])
+def test_sign_extend_matches_formula(dtype) -> None:
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(3)
+    px = rng.integers(max(info.min, -(1 << 40)), min(info.max, 1 << 40), size=200, endpoint=True).astype(dtype)
+    for bits in range(1, 33):
+        x = px.astype(np.int64) & ((1 << bits) - 1)
+        expected = np.where(x >= (1 << (bits - 1)), x - (1 << bits), x)
+        got = sign_extend(px, bits)
+        assert got.dtype == (np.int32 if bits <= 31 else np.int64), (dtype, bits)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{dtype} {bits}")
+
+
+# ---------------------------------------------------------------- one-pass reader (read_native_slice)
+def _assert_native_equals_pydicom(path: Path | str, expect_native: bool = True) -> None:
+    """The one-pass reader's header and HU equal pydicom's, bit for bit (or it declines)."""
+    from monai_ng.transforms.dicom_headers import (
+        HEADER_TAGS,
+        lenient_value_reading,
+        read_native_header,
+        read_native_slice,
+    )
+
+    path = str(path)
+    native = read_native_slice(path)
+    assert (native is not None) == expect_native, path
+    assert (read_native_header(path) is not None) == expect_native, path
+    if native is None:
+        return
+    with lenient_value_reading():
+        ds = pydicom.dcmread(path)
+        header = header_from_dataset(ds, path)
+    assert native.header == header, path
+    # header-only reading (scan_headers): from a prefix, from a short prefix that needs the rest, and via pydicom
+    with lenient_value_reading():
+        partial = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+        assert header_from_dataset(partial, path) == header
+    assert read_native_header(path) == read_native_header(path, prefix_bytes=150) == read_slice_header(path) == header
+    for fix in (True, False):
+        for mono in ("hu", "invert"):
+            hu_native, info_native = decode_slice_hu(native, native.header, fix, mono)
+            hu_ref, info_ref = decode_slice_hu(ds, header, fix, mono, fast=False)
+            assert hu_native.tobytes() == hu_ref.tobytes() and info_native == info_ref, (path, fix, mono)
+
+
+def test_native_reader_equals_pydicom_on_quirk_files(tmp_path: Path) -> None:
+    for _, path in _fast_path_cases(tmp_path):
+        _assert_native_equals_pydicom(path)
+
+
+@pytest.mark.parametrize("pixel_mode", ["signed16", "unsigned16", "unsigned12", "unsigned12_wrapped", "signed12_in16"])
+@pytest.mark.parametrize("syntax", ["explicit_le", "implicit_le"])
+def test_native_reader_equals_pydicom_on_phantom_series(tmp_path: Path, pixel_mode: str, syntax: str) -> None:
+    from monai_ng.data.phantom import make_phantom_volume, write_dicom_series
+
+    vol = make_phantom_volume("head", 3, size=16, seed=1)
+    monochrome1 = pixel_mode == "unsigned12"
+    write_dicom_series(
+        vol, tmp_path, patient_id="p1", transfer_syntax=syntax, pixel_mode=pixel_mode, monochrome1=monochrome1, seed=2
+    )
+    for path in sorted(tmp_path.iterdir()):
+        _assert_native_equals_pydicom(path)
+
+
+def test_native_reader_equals_pydicom_on_rsna_ich_and_sample_files(tmp_path: Path) -> None:
+    from monai_ng.data.phantom import write_rsna_ich
+
+    write_rsna_ich(tmp_path, n_scans=3, seed=4, size=16, slices=(2, 3), quirk_rate=0.5)
+    files = sorted((tmp_path / "stage_2_train").glob("*.dcm"))
+    assert files
+    multi_valued = 0
+    for path in files:  # ID_<hex> UIDs, multi-valued windows in some files (first value used)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _assert_native_equals_pydicom(path)
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        multi_valued += isinstance(ds.get("WindowCenter"), pydicom.multival.MultiValue)
+    assert 0 < multi_valued < len(files)
+    for name in ("CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm", "693_UNCR.dcm"):
+        _assert_native_equals_pydicom(get_testdata_file(name))
+    for name in ("MR_small_bigendian.dcm", "MR_small_RLE.dcm", "rtdose.dcm", "liver.dcm", "SC_rgb.dcm"):
+        _assert_native_equals_pydicom(get_testdata_file(name), expect_native=False)  # pydicom decides these
+
+
+def test_native_reader_walks_sequences_and_defers_unusual_files(tmp_path: Path) -> None:
+    from pydicom.sequence import Sequence
+
+    from monai_ng.transforms.dicom_headers import read_native_header, read_native_slice
+
+    stored = np.arange(12, dtype=np.int16).reshape(3, 4) * 7 - 30
+
+    def with_sequence(name: str, undefined: bool) -> Path:
+        p = write_slice(tmp_path / name, stored, sop=f"1.7.{len(name)}{int(undefined)}", ipp=(0, 0, 1))
+        ds = pydicom.dcmread(p)
+        inner = Dataset()
+        inner.ReferencedSOPInstanceUID = "1.2.3.4.5"
+        nested = Dataset()
+        nested.CodeValue = "X\\Y"  # a backslash inside a skipped sequence does not matter
+        inner.ConceptNameCodeSequence = Sequence([nested])
+        ds.ReferencedImageSequence = Sequence([inner, Dataset()])
+        for elem in (ds["ReferencedImageSequence"], inner["ConceptNameCodeSequence"]):
+            elem.is_undefined_length = undefined
+        for item in (inner, nested):
+            item.is_undefined_length_sequence_item = undefined
+        ds.save_as(p, enforce_file_format=True)
+        return p
+
+    for undefined in (False, True):
+        p = with_sequence(f"seq{int(undefined)}.dcm", undefined)
+        _assert_native_equals_pydicom(p)
+        ds = pydicom.dcmread(p)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        q = tmp_path / f"seq{int(undefined)}_implicit.dcm"
+        ds.save_as(q, enforce_file_format=True)
+        _assert_native_equals_pydicom(q)
+    # unusual values are left to pydicom: multi-valued or non-ASCII text, empty or non-numeric numbers, wrong VR
+    p = write_slice(tmp_path / "ok.dcm", stored, sop="1.8", ipp=(0, 0, 2), PatientID="ab  ", Modality="CT ")
+    _assert_native_equals_pydicom(p)
+    for k, tags in enumerate(
+        [
+            {"PatientID": "M\u00fcller", "SpecificCharacterSet": "ISO_IR 100"},
+            {"PatientID": "a\\b"},
+            {"WindowCenter": ""},
+            {"InstanceNumber": "7.0"},
+        ]
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            q = write_slice(tmp_path / f"odd{k}.dcm", stored, sop=f"1.9.{k}", ipp=(0, 0, 3), **tags)
+            assert read_native_slice(q) is None, tags
+            out = LoadCTSeries()(q)  # still loads, through pydicom
+        np.testing.assert_array_equal(out[0, :, :, 0].numpy(), stored.T)
+    # truncated files and non-DICOM files: None here, the loader's pydicom path names the problem
+    data = p.read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[: len(data) - 5])
+    (tmp_path / "text.dcm").write_bytes(b"not a dicom file")
+    assert read_native_slice(tmp_path / "cut.dcm") is None and read_native_slice(tmp_path / "text.dcm") is None
+    # a cut in the pixels still has a whole header (as pydicom's header-only read); a cut in the header has not
+    assert read_native_header(tmp_path / "cut.dcm") == read_slice_header(p).__class__(
+        **{**read_slice_header(p).to_dict(), "path": str(tmp_path / "cut.dcm")}
+    )
+    (tmp_path / "cut_header.dcm").write_bytes(data[:300])
+    assert read_native_header(tmp_path / "cut_header.dcm") is None
+    with pytest.raises(ValueError, match="cut_header.dcm"):
+        read_slice_header(tmp_path / "cut_header.dcm")
+    assert read_native_slice(tmp_path / "missing.dcm") is None
+    with pytest.raises(ValueError, match="text.dcm: not a DICOM file"):
+        LoadCTSeries()(tmp_path / "text.dcm")
+
+
+def test_loader_same_volume_and_meta_with_and_without_native_reader(tmp_path: Path, monkeypatch) -> None:
+    from monai_ng.data.phantom import make_phantom_volume, write_dicom_series
+    from monai_ng.transforms import series_loader
+
+    vol = make_phantom_volume("chest", 4, size=16, seed=3)
+    write_dicom_series(vol, tmp_path, patient_id="p2", pixel_mode="unsigned12_wrapped", rescale=(1.0, 0.0), seed=1)
+    fast = LoadCTSeries(on_geometry_issue="raise")(tmp_path)
+    monkeypatch.setattr(series_loader, "read_native_slice", lambda path: None)
+    slow = LoadCTSeries(on_geometry_issue="raise")(tmp_path)
+    assert fast.numpy().tobytes() == slow.numpy().tobytes()
+    assert torch.equal(fast.affine, slow.affine)
+    for key in ("slice_sop_uids", "slice_files", "slice_positions", "geometry", "ich_wrap_fixed", "window_center"):
+        assert fast.meta[key] == slow.meta[key], key
+    assert all(fast.meta["ich_wrap_fixed"])

@@ -181,3 +181,16 @@ def test_slice_major_and_slice_fastest_layouts_agree():
     a, b = transform(square), transform(MetaTensor(square.as_tensor().contiguous(), affine=affine))
     assert torch.allclose(a, b, atol=1e-5)
     assert torch.allclose(a.meta["volume_affine"], b.meta["volume_affine"], atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "area", "bicubic"])
+def test_slice_major_resize_equals_monai_resize(mode):
+    from monai.transforms import Resize
+
+    rng = np.random.default_rng(2)
+    slice_major = torch.as_tensor(rng.normal(size=(3, 20, 20)) * 300, dtype=torch.float32)  # [Z, Y, X]
+    view = MetaTensor(slice_major.permute(2, 1, 0)[None], affine=torch.eye(4, dtype=torch.float64))
+    stack = CTSliceStack(spatial_size=(9, 7), mode=mode)(view)
+    expected = Resize(spatial_size=(9, 7), mode=mode)(MetaTensor(slice_major)).as_tensor()  # slices as channels
+    assert stack.shape == (3, 1, 9, 7)
+    assert torch.equal(stack[:, 0].as_tensor(), expected)  # bit-identical

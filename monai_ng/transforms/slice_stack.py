@@ -29,6 +29,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Resize, Spacing, SpatialPad, Transform
@@ -47,6 +48,8 @@ __all__ = [
 #: List-valued meta keys (one entry per slice) that the stack keeps aligned with the slices.
 PER_SLICE_META_KEYS = ("slice_sop_uids", "slice_files", "ich_wrap_fixed")
 _PAD_VALUES = ("slice_min", "volume_min")
+#: Modes for which the slice-major resize calls ``torch.nn.functional.interpolate`` directly (no anti-aliasing).
+_DIRECT_MODES = ("bilinear", "nearest", "area")
 
 
 def slice_resampling_weights(n_slices: int, spacing: float, thickness: float) -> tuple[np.ndarray, np.ndarray]:
@@ -286,8 +289,12 @@ class CTSliceStack(Transform):
         if (ny, nx) == (h, w):
             return slices.contiguous(), x.affine.clone()
         if slices.is_contiguous():
-            flat = MetaTensor(slices.reshape(nz * c, ny, nx))
-            out = self._resize_2d(flat).as_tensor().reshape(nz, c, h, w)
+            flat = slices.reshape(nz * c, ny, nx)
+            if self.mode in _DIRECT_MODES and not self.anti_aliasing:
+                # what MONAI Resize computes here (interpolate with align_corners=None), minus its meta bookkeeping
+                out = F.interpolate(flat[None], size=(h, w), mode=self.mode)[0].reshape(nz, c, h, w)
+            else:
+                out = self._resize_2d(MetaTensor(flat)).as_tensor().reshape(nz, c, h, w)
             zoom = torch.diag(torch.tensor([nx / w, ny / h, 1.0, 1.0], dtype=torch.float64))
             affine = x.affine.clone().to(torch.float64)
             affine[:3, 3] = affine[:3, 3] + affine[:3, :2] @ torch.tensor(

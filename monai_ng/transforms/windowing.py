@@ -135,7 +135,15 @@ def apply_windows(
     # (hu - c + w / 2) / w  ==  hu * (1 / w) + (w / 2 - c) / w : one fused multiply-add over all windows, then clip
     scale = torch.tensor([1.0 / w for _, w in pairs], dtype=torch.float32, device=x.device).view(shape)
     offset = torch.tensor([(w / 2.0 - c) / w for c, w in pairs], dtype=torch.float32, device=x.device).view(shape)
-    out = torch.addcmul(offset, x, scale).clamp_(0.0, 1.0)
+    out_shape = list(x.shape)
+    out_shape[dim] = len(pairs)
+    if x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled()):
+        # NumPy asks the kernel for huge pages on large buffers (``madvise``), torch's CPU allocator does not: for a
+        # [64, 3, 224, 224] stack the first-touch page faults of a torch-allocated output cost as much as the maths.
+        out = torch.addcmul(offset, x, scale, out=torch.from_numpy(np.empty(out_shape, dtype=np.float32)))
+    else:
+        out = torch.addcmul(offset, x, scale)
+    out = out.clamp_(0.0, 1.0)
     result, *_ = convert_to_dst_type(out, hu, dtype=torch.float32 if isinstance(hu, torch.Tensor) else np.float32)
     return result
 
