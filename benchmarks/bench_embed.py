@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -27,21 +26,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine_info import cpu_model  # noqa: E402
+
 from monai_ng.data.phantom import make_phantom_volume, write_dicom_series  # noqa: E402
 from monai_ng.embedding.extraction import ExtractionConfig, extract_embeddings  # noqa: E402
 from monai_ng.embedding.stack_loading import CTSliceStackLoader  # noqa: E402
 from monai_ng.networks.encoder import FrozenSliceEncoder  # noqa: E402
-from preprocessing.manifest import read_manifest, write_manifest  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from preprocessing.manifest import manifest_row, read_manifest, write_manifest  # noqa: E402
 
 
 def write_phantom_manifest(root: Path, scans: int, slices: int, size: int) -> Path:
@@ -49,20 +40,7 @@ def write_phantom_manifest(root: Path, scans: int, slices: int, size: int) -> Pa
     for i in range(scans):
         vol = make_phantom_volume("head", n_slices=slices, size=size, lesion=bool(i % 2), seed=i)
         recs = write_dicom_series(vol, root / f"s{i}", patient_id=f"P{i}", seed=i)
-        rows.append(
-            {
-                "scan_id": f"scan{i}",
-                "patient_id": f"P{i}",
-                "label": vol.label,
-                "series_uid": recs[0].series_instance_uid,
-                "n_slices": vol.n_slices,
-                "slice_files": [str(r.path) for r in recs],
-                "slice_labels": vol.lesion_slices.astype(int).tolist(),
-                "slice_sop_uids": [r.sop_instance_uid for r in recs],
-                "geometry_issues": [],
-                "dataset": "ich",
-            }
-        )
+        rows.append(manifest_row(f"scan{i}", f"P{i}", vol.label, recs, vol.lesion_slices.astype(int).tolist(), "ich"))
     return write_manifest(pd.DataFrame(rows), root / "manifest.csv")
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -35,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from machine_info import cpu_model  # noqa: E402
 from monai.transforms import Compose, LoadImaged, Resized, ScaleIntensityRanged  # noqa: E402
 
 from monai_ng.data.phantom import make_phantom_volume, write_dicom_series, write_rsna_ich  # noqa: E402
@@ -42,17 +42,6 @@ from monai_ng.transforms.dicom_headers import scan_headers  # noqa: E402
 from monai_ng.transforms.series_loader import LoadCTSeries  # noqa: E402
 from monai_ng.transforms.slice_stack import CTSliceStack  # noqa: E402
 from monai_ng.transforms.windowing import CTWindows  # noqa: E402
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (platform fallback)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build_chains(size: int, stages: dict[str, list[float]]):

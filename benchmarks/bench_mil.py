@@ -17,8 +17,7 @@ measures that choice):
    round.
 4. Per-bag Python loop (each bag alone, B = 1, gradients accumulated over the 64 bags, one clip + step) against the
    batched step, same weights and bags, for ABMIL+NG and TransMIL+NG; and the same for eval.
-5. ABMIL+NG and TransMIL+NG train steps with 1 and with 2 intra-op threads, and with 2 threads but
-   :func:`monai_ng.networks.bag_inputs.small_op_threads` switched off, interleaved.
+5. ABMIL+NG and TransMIL+NG train steps with 1 and with 2 intra-op threads, interleaved.
 6. One training epoch of ABMIL+NG over a head-CT-sized fp16 store (21,744 bags, 752,803 slices, written once under
    ``--workdir``) through the real path: ``BagDataset`` + ``DataLoader(collate_fn=collate_bags, batch_size=64,
    shuffle=True)`` + MONAI ``SupervisedTrainer`` (as :func:`monai_ng.engines.train_mil` builds it, without the
@@ -39,7 +38,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -57,14 +55,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from monai_ng.data.bag_dataset import BagDataset, BagKeys, collate_bags  # noqa: E402
+from machine_info import machine_info  # noqa: E402
+
+from monai_ng.data.bag_dataset import BagDataset, BagKeys, bag_item, collate_bags  # noqa: E402
 from monai_ng.data.embedding_store import EmbeddingStore, EmbeddingStoreWriter  # noqa: E402
 from monai_ng.engines.mil_workflow import GradientNormClipper, prepare_bag_batch  # noqa: E402
 from monai_ng.losses.mil_objective import MILObjective  # noqa: E402
-from monai_ng.networks import bag_inputs, build_mil_network  # noqa: E402
+from monai_ng.networks import build_mil_network  # noqa: E402
 
 DIM = 768
-_SMALL_OP_NUMEL = bag_inputs.SMALL_OP_NUMEL
 BATCH = 64
 HEAD_BAGS = 21_744
 HEAD_SLICES = 752_803
@@ -83,28 +82,6 @@ MODELS: list[tuple[str, dict[str, Any], bool, dict[str, Any]]] = [
 
 
 # ---------------------------------------------------------------------------------------------------------- machine
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (platform fallback)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu_model(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "loadavg_start": os.getloadavg(),
-    }
-
-
 def matmul_roofline(n: int = 2048, reps: int = 10) -> dict[str, float]:
     """Best-of and median fp32 ``torch.mm`` rate on ``n x n`` matrices, GFLOP/s (2 n^3 FLOPs per product)."""
     gen = torch.Generator().manual_seed(0)
@@ -375,13 +352,7 @@ def legacy_getitem(dataset: BagDataset, i: int) -> dict[str, Any]:
     if not torch.isfinite(emb).all():
         raise ValueError(f"scan {bag.scan_id!r} has NaN/inf embeddings")
     sl = torch.from_numpy(np.asarray(bag.slice_labels, dtype=np.int8).copy())
-    return {
-        BagKeys.EMBEDDINGS: emb,
-        BagKeys.LABEL: bag.label,
-        BagKeys.SLICE_LABELS: sl,
-        BagKeys.SCAN_ID: bag.scan_id,
-        BagKeys.INDEX: index,
-    }
+    return bag_item(bag, index, emb, sl)
 
 
 def legacy_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -496,27 +467,20 @@ def bench_epoch(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_threads(data: dict[str, Any], rounds: int, steps: int, seed: int) -> list[dict[str, Any]]:
-    """ABMIL+NG and TransMIL+NG train steps with 1 and 2 intra-op threads, and with 2 threads but the small-op
-    single-threading (:func:`monai_ng.networks.bag_inputs.small_op_threads`) switched off, interleaved."""
+    """ABMIL+NG and TransMIL+NG train steps with 1 and 2 intra-op threads, interleaved."""
     results = []
     for name, kwargs in (("abmil", {}), ("transmil", {"dim": 768, "num_heads": 8, "num_layers": 2})):
         stepper = Stepper(name, kwargs, True, {}, seed)
 
-        def step(threads: int, small_ops_single: bool = True, s: Stepper = stepper) -> None:
+        def step(threads: int, s: Stepper = stepper) -> None:
             torch.set_num_threads(threads)
-            bag_inputs.SMALL_OP_NUMEL = _SMALL_OP_NUMEL if small_ops_single else -1
-            try:
-                s.train_step(data)
-            finally:
-                bag_inputs.SMALL_OP_NUMEL = _SMALL_OP_NUMEL
+            s.train_step(data)
 
-        fns = {"t1": lambda: step(1), "t2": lambda: step(2), "t2_off": lambda: step(2, False)}
-        times = interleaved(fns, rounds, steps)
+        times = interleaved({"t1": lambda: step(1), "t2": lambda: step(2)}, rounds, steps)
         row = {
             "model": f"{name}+ng",
             "train_s_1_thread": statistics.median(times["t1"]),
             "train_s_2_threads": statistics.median(times["t2"]),
-            "train_s_2_threads_no_small_op_threads": statistics.median(times["t2_off"]),
             "ratio_2_over_1_median": statistics.median([b / a for a, b in zip(times["t1"], times["t2"], strict=True)]),
         }
         results.append(row)
@@ -571,13 +535,13 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("threads_comparison"):
         lines += [
             "",
-            "| train step | 1 thread | 2 threads | 2-thread / 1-thread (median) | 2 threads, small ops not pinned |",
-            "|---|---|---|---|---|",
+            "| train step | 1 thread | 2 threads | 2-thread / 1-thread (median) |",
+            "|---|---|---|---|",
         ]
         for r in results["threads_comparison"]:
             lines.append(
                 f"| {r['model']} | {1e3 * r['train_s_1_thread']:.0f} ms | {1e3 * r['train_s_2_threads']:.0f} ms | "
-                f"{r['ratio_2_over_1_median']:.2f} | {1e3 * r['train_s_2_threads_no_small_op_threads']:.0f} ms |"
+                f"{r['ratio_2_over_1_median']:.2f} |"
             )
     if results.get("epoch"):
         lines += [

@@ -24,7 +24,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_ng.transforms.dicom_headers import group_by_series, order_series, scan_headers
+from monai_ng.data.rsna_schema import ABDOMINAL_IMAGE_COLUMNS as _IMAGE_COLUMNS
+from monai_ng.data.rsna_schema import ABDOMINAL_IMAGE_CSV as IMAGE_CSV
+from monai_ng.data.rsna_schema import ABDOMINAL_SERIES_COLUMNS as _SERIES_COLUMNS
+from monai_ng.data.rsna_schema import ABDOMINAL_SERIES_CSV as SERIES_CSV
+from monai_ng.data.rsna_schema import ABDOMINAL_TRAIN_COLUMNS as _TRAIN_COLUMNS
+from monai_ng.data.rsna_schema import ABDOMINAL_TRAIN_CSV as TRAIN_CSV
+from monai_ng.transforms.dicom_headers import group_by_series, order_series
+from preprocessing.manifest import manifest_row, read_dicom_headers
 
 __all__ = [
     "ABDOMINAL_TARGETS",
@@ -35,29 +42,7 @@ __all__ = [
     "read_abdominal_tables",
 ]
 
-TRAIN_CSV = "train.csv"
-IMAGE_CSV = "image_level_labels.csv"
-SERIES_CSV = "train_series_meta.csv"
 ABDOMINAL_TARGETS = ("bowel_or_extravasation", "bowel", "extravasation", "any_injury", "kidney", "liver", "spleen")
-_TRAIN_COLUMNS = (
-    "patient_id",
-    "bowel_healthy",
-    "bowel_injury",
-    "extravasation_healthy",
-    "extravasation_injury",
-    "kidney_healthy",
-    "kidney_low",
-    "kidney_high",
-    "liver_healthy",
-    "liver_low",
-    "liver_high",
-    "spleen_healthy",
-    "spleen_low",
-    "spleen_high",
-    "any_injury",
-)
-_IMAGE_COLUMNS = ("patient_id", "series_id", "instance_number", "injury_name")
-_SERIES_COLUMNS = ("patient_id", "series_id", "aortic_hu", "incomplete_organ")
 _INJURY_NAMES = {"bowel": ("Bowel",), "extravasation": ("Active_Extravasation",)}
 _INJURY_NAMES["bowel_or_extravasation"] = _INJURY_NAMES["bowel"] + _INJURY_NAMES["extravasation"]
 
@@ -137,10 +122,7 @@ def build_abdominal_manifest(
     image_dir = root / "train_images"
     if not image_dir.is_dir():
         raise ValueError(f"{image_dir}: image folder not found (expected train_images/<patient>/<series>/<n>.dcm)")
-    scan = scan_headers(image_dir, workers=workers, progress=progress)
-    failures: list[tuple[str, str]] = list(scan.failures)
-    if not scan.headers:
-        raise ValueError(f"{root}: no readable DICOM files ({len(scan.failures)} unreadable)")
+    headers, failures = read_dicom_headers(image_dir, root, workers, progress)
     names = _INJURY_NAMES.get(target, ())
     positives: dict[tuple[str, str], set[str]] = {}
     for r in images.itertuples(index=False):
@@ -148,21 +130,21 @@ def build_abdominal_manifest(
             positives.setdefault((r.patient_id, r.series_id), set()).add(r.instance_number)
     meta = series_meta.set_index("series_id") if series_meta is not None else None
     rows = []
-    for _, headers in group_by_series(scan.headers).items():
+    for _, group in group_by_series(headers).items():
         # the folder names are the dataset's ids; the series UID header is kept for reference
-        rel = Path(headers[0].path).relative_to(image_dir).parts
+        rel = Path(group[0].path).relative_to(image_dir).parts
         if len(rel) != 3:
-            failures.extend((h.path, "not at train_images/<patient_id>/<series_id>/<n>.dcm") for h in headers)
+            failures.extend((h.path, "not at train_images/<patient_id>/<series_id>/<n>.dcm") for h in group)
             continue
         patient_id, series_id = rel[0], rel[1]
-        if any(Path(h.path).relative_to(image_dir).parts[:2] != (patient_id, series_id) for h in headers):
+        if any(Path(h.path).relative_to(image_dir).parts[:2] != (patient_id, series_id) for h in group):
             failures.append((f"scan {series_id}", "one SeriesInstanceUID spread over several series folders; dropped"))
             continue
         if patient_id not in train.index:
             failures.append((f"scan {series_id}", f"patient_id {patient_id} not in {TRAIN_CSV}; scan dropped"))
             continue
         try:
-            ordered, geometry = order_series(headers)
+            ordered, geometry = order_series(group)
         except ValueError as exc:
             failures.append((f"scan {series_id}", str(exc)))
             continue
@@ -183,19 +165,8 @@ def build_abdominal_manifest(
                 failures.append((f"scan {series_id}", f"{IMAGE_CSV} instance numbers without a file: {missing[:5]}"))
         else:
             slice_labels = [-1] * len(ordered)
-        row = {
-            "scan_id": series_id,
-            "patient_id": patient_id,
-            "label": label,
-            "series_uid": ordered[0].series_instance_uid,
-            "n_slices": len(ordered),
-            "slice_files": [h.path for h in ordered],
-            "slice_labels": slice_labels,
-            "slice_sop_uids": [h.sop_instance_uid for h in ordered],
-            "geometry_issues": list(geometry.issues),
-            "dataset": "abdominal",
-            "target": target,
-        }
+        row = manifest_row(series_id, patient_id, label, ordered, slice_labels, "abdominal", geometry.issues)
+        row["target"] = target
         if meta is not None and series_id in meta.index:
             row["aortic_hu"] = float(meta.loc[series_id, "aortic_hu"])
             row["incomplete_organ"] = int(meta.loc[series_id, "incomplete_organ"])

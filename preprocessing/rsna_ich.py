@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_ng.transforms.dicom_headers import group_by_series, order_series, scan_headers
+from monai_ng.data.rsna_schema import ICH_COLUMNS, ICH_CSV, ICH_SUBTYPES
+from preprocessing.manifest import (
+    lookup_slice_labels,
+    manifest_row,
+    ordered_series,
+    read_dicom_headers,
+    report_orphans,
+)
 
 __all__ = ["ICH_CSV", "ICH_SUBTYPES", "build_ich_manifest", "read_ich_labels"]
-
-ICH_CSV = "stage_2_train.csv"
-ICH_SUBTYPES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
 
 
 def read_ich_labels(csv_path: str | os.PathLike) -> pd.Series:
@@ -33,8 +37,8 @@ def read_ich_labels(csv_path: str | os.PathLike) -> pd.Series:
     if not csv_path.is_file():
         raise ValueError(f"{csv_path}: label CSV not found")
     df = pd.read_csv(csv_path, dtype={"ID": str})
-    if list(df.columns) != ["ID", "Label"]:
-        raise ValueError(f"{csv_path}: expected columns ['ID', 'Label'], found {list(df.columns)}")
+    if list(df.columns) != list(ICH_COLUMNS):
+        raise ValueError(f"{csv_path}: expected columns {list(ICH_COLUMNS)}, found {list(df.columns)}")
     parts = df["ID"].str.rsplit("_", n=1, expand=True)
     if parts.shape[1] != 2 or parts[1].isna().any():
         bad = df["ID"][parts[1].isna()].head(3).tolist() if parts.shape[1] == 2 else df["ID"].head(3).tolist()
@@ -80,54 +84,20 @@ def build_ich_manifest(
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory")
     labels = read_ich_labels(root / ICH_CSV)
-    scan = scan_headers(_image_dir(root), workers=workers, progress=progress)
-    failures: list[tuple[str, str]] = list(scan.failures)
-    if not scan.headers:
-        raise ValueError(f"{root}: no readable DICOM files ({len(scan.failures)} unreadable)")
+    headers, failures = read_dicom_headers(_image_dir(root), root, workers, progress)
     label_map = labels.to_dict()
     seen: set[str] = set()
     rows = []
-    for uid, headers in group_by_series(scan.headers).items():
-        if not uid:
-            failures.extend((h.path, "no SeriesInstanceUID; cannot group into a scan") for h in headers)
-            continue
-        try:
-            ordered, geometry = order_series(headers)
-        except ValueError as exc:
-            failures.append((f"scan {uid}", str(exc)))
-            continue
+    for uid, ordered, geometry in ordered_series(headers, failures):
         patients = {h.patient_id for h in ordered}
         if len(patients) != 1 or "" in patients:
             failures.append((f"scan {uid}", f"PatientID must be one non-empty value per series, got {len(patients)}"))
             continue
-        slice_labels = []
-        for h in ordered:
-            key = h.sop_instance_uid if h.sop_instance_uid in label_map else Path(h.path).stem
-            if key in label_map:
-                slice_labels.append(int(label_map[key]))
-                seen.add(key)
-            else:
-                slice_labels.append(-1)
-                failures.append((h.path, f"image id {h.sop_instance_uid} not in {ICH_CSV}; slice label set to -1"))
+        slice_labels = lookup_slice_labels(ordered, label_map, seen, failures, ICH_CSV, "image id")
         known = [v for v in slice_labels if v >= 0]
         if not known:
             failures.append((f"scan {uid}", f"no slice of the scan is in {ICH_CSV}; scan dropped"))
             continue
-        rows.append(
-            {
-                "scan_id": uid,
-                "patient_id": patients.pop(),
-                "label": int(max(known)),
-                "series_uid": uid,
-                "n_slices": len(ordered),
-                "slice_files": [h.path for h in ordered],
-                "slice_labels": slice_labels,
-                "slice_sop_uids": [h.sop_instance_uid for h in ordered],
-                "geometry_issues": list(geometry.issues),
-                "dataset": "ich",
-            }
-        )
-    orphans = sorted(set(label_map) - seen)
-    if orphans:
-        failures.append((ICH_CSV, f"{len(orphans)} image id(s) have no readable DICOM file, e.g. {orphans[:3]}"))
+        rows.append(manifest_row(uid, patients.pop(), int(max(known)), ordered, slice_labels, "ich", geometry.issues))
+    report_orphans(label_map, seen, failures, ICH_CSV, "image id")
     return pd.DataFrame(rows), failures

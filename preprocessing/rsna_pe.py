@@ -15,18 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_ng.transforms.dicom_headers import group_by_series, order_series, scan_headers
+from monai_ng.data.rsna_schema import PE_CSV, PE_REQUIRED_COLUMNS
+from preprocessing.manifest import (
+    lookup_slice_labels,
+    manifest_row,
+    ordered_series,
+    read_dicom_headers,
+    report_orphans,
+)
 
 __all__ = ["PE_CSV", "PE_REQUIRED_COLUMNS", "build_pe_manifest", "read_pe_labels"]
-
-PE_CSV = "train.csv"
-PE_REQUIRED_COLUMNS = (
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SOPInstanceUID",
-    "pe_present_on_image",
-    "negative_exam_for_pe",
-)
 
 
 def read_pe_labels(csv_path: str | os.PathLike) -> pd.DataFrame:
@@ -73,10 +71,7 @@ def build_pe_manifest(
     image_dir = root / "train"
     if not image_dir.is_dir():
         raise ValueError(f"{image_dir}: image folder not found (expected train/<Study>/<Series>/<SOP>.dcm)")
-    scan = scan_headers(image_dir, workers=workers, progress=progress)
-    failures: list[tuple[str, str]] = list(scan.failures)
-    if not scan.headers:
-        raise ValueError(f"{root}: no readable DICOM files ({len(scan.failures)} unreadable)")
+    headers, failures = read_dicom_headers(image_dir, root, workers, progress)
     pe = labels["pe_present_on_image"].to_dict()
     negative_by_study = labels.groupby("StudyInstanceUID")["negative_exam_for_pe"].max().to_dict()
     indeterminate_by_study = (
@@ -84,25 +79,9 @@ def build_pe_manifest(
     )
     seen: set[str] = set()
     rows = []
-    for uid, headers in group_by_series(scan.headers).items():
-        if not uid:
-            failures.extend((h.path, "no SeriesInstanceUID; cannot group into a scan") for h in headers)
-            continue
-        try:
-            ordered, geometry = order_series(headers)
-        except ValueError as exc:
-            failures.append((f"scan {uid}", str(exc)))
-            continue
+    for uid, ordered, geometry in ordered_series(headers, failures):
         study = ordered[0].study_instance_uid
-        slice_labels = []
-        for h in ordered:
-            sop = h.sop_instance_uid if h.sop_instance_uid in pe else Path(h.path).stem
-            if sop in pe:
-                slice_labels.append(int(pe[sop]))
-                seen.add(sop)
-            else:
-                slice_labels.append(-1)
-                failures.append((h.path, f"SOPInstanceUID {h.sop_instance_uid} not in {PE_CSV}; slice label set to -1"))
+        slice_labels = lookup_slice_labels(ordered, pe, seen, failures, PE_CSV, "SOPInstanceUID")
         if study not in negative_by_study:
             failures.append((f"scan {uid}", f"study {study} not in {PE_CSV}; scan dropped"))
             continue
@@ -115,21 +94,6 @@ def build_pe_manifest(
             continue
         if label == 1 and 1 not in slice_labels:
             failures.append((f"scan {uid}", "positive exam but no slice has pe_present_on_image = 1 (kept)"))
-        rows.append(
-            {
-                "scan_id": uid,
-                "patient_id": study,
-                "label": label,
-                "series_uid": uid,
-                "n_slices": len(ordered),
-                "slice_files": [h.path for h in ordered],
-                "slice_labels": slice_labels,
-                "slice_sop_uids": [h.sop_instance_uid for h in ordered],
-                "geometry_issues": list(geometry.issues),
-                "dataset": "pe",
-            }
-        )
-    orphans = sorted(set(pe) - seen)
-    if orphans:
-        failures.append((PE_CSV, f"{len(orphans)} SOPInstanceUID(s) have no readable DICOM file, e.g. {orphans[:3]}"))
+        rows.append(manifest_row(uid, study, label, ordered, slice_labels, "pe", geometry.issues))
+    report_orphans(pe, seen, failures, PE_CSV, "SOPInstanceUID")
     return pd.DataFrame(rows), failures

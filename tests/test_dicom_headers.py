@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from dicom_factory import ct_slice, save_slice
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from monai_ng.transforms.dicom_headers import (
     analyze_series_geometry,
@@ -34,40 +35,20 @@ def write_slice(
 ) -> Path:
     """Write one small CT slice (8x8 int16 unless ``pixels`` given); ``extra`` sets/overrides tags."""
     px = np.zeros((8, 8), np.int16) if pixels is None else pixels
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop
-    ds.SeriesInstanceUID = series
-    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.2"
-    ds.PatientID = "anon-1"
-    ds.Modality = "CT"
-    ds.InstanceNumber = instance
-    ds.ImagePositionPatient = list(ipp if ipp is not None else (0.0, 0.0, z))
-    ds.ImageOrientationPatient = list(iop)
-    ds.PixelSpacing = list(spacing)
-    ds.Rows, ds.Columns = px.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1 if px.dtype.kind == "i" else 0
-    ds.RescaleSlope = 1
-    ds.RescaleIntercept = -1024
-    ds.PixelData = np.ascontiguousarray(px).tobytes()
-    for key, value in extra.items():
-        if value is None:
-            if key in ds:
-                delattr(ds, key)
-        else:
-            setattr(ds, key, value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    ds = ct_slice(
+        px,
+        sop=sop,
+        series=series,
+        ipp=ipp if ipp is not None else (0.0, 0.0, z),
+        study="1.2.826.0.1.3680043.8.498.2",
+        patient_id="anon-1",
+        instance=instance,
+        iop=iop,
+        spacing=spacing,
+        intercept=-1024,
+        **extra,
+    )
+    return save_slice(ds, path)
 
 
 def write_series(

@@ -34,7 +34,7 @@ from monai_ng.embedding.extraction import (
 )
 from monai_ng.embedding.stack_loading import CTSliceStackLoader
 from monai_ng.networks.encoder import FrozenSliceEncoder
-from preprocessing.manifest import read_manifest, write_manifest
+from preprocessing.manifest import manifest_row, read_manifest, write_manifest
 
 N_SCANS = 6
 BAD_SCAN = 3  # one of its files is overwritten with garbage
@@ -74,20 +74,7 @@ def phantom(tmp_path_factory):
     for i in range(N_SCANS):
         vol = make_phantom_volume("head", n_slices=3 + i % 3, size=32, lesion=bool(i % 2), seed=i)
         recs = write_dicom_series(vol, root / f"s{i}", patient_id=f"P{i}", seed=i)
-        rows.append(
-            {
-                "scan_id": f"scan{i}",
-                "patient_id": f"P{i}",
-                "label": vol.label,
-                "series_uid": recs[0].series_instance_uid,
-                "n_slices": vol.n_slices,
-                "slice_files": [str(r.path) for r in recs],
-                "slice_labels": vol.lesion_slices.astype(int).tolist(),
-                "slice_sop_uids": [r.sop_instance_uid for r in recs],
-                "geometry_issues": [],
-                "dataset": "ich",
-            }
-        )
+        rows.append(manifest_row(f"scan{i}", f"P{i}", vol.label, recs, vol.lesion_slices.astype(int).tolist(), "ich"))
     bad_file = Path(rows[BAD_SCAN]["slice_files"][1])
     bad_file.write_bytes(b"this is not a DICOM file")
     manifest = write_manifest(pd.DataFrame(rows), root / "manifest.csv")

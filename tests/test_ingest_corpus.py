@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from dicom_factory import ct_slice
+from dicom_factory import save_slice as save
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless
+from pydicom.dataset import Dataset
+from pydicom.uid import JPEG2000Lossless
 
 from monai_ng.cli import main
 from monai_ng.transforms import LoadCTSeries, read_slice_header, scan_headers
@@ -33,41 +35,9 @@ SERIES = "1.2.826.0.1.3680043.8.498.7"
 
 def make_ds(sop: str, z: float = 0.0, series: str = SERIES, **tags: object) -> Dataset:
     """A valid 4x4 axial CT slice dataset; ``tags`` override (``None`` deletes)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop
-    ds.SeriesInstanceUID = series
-    ds.StudyInstanceUID = "1.2.3"
-    ds.PatientID = "anon"
-    ds.Modality = "CT"
-    ds.InstanceNumber = 1
-    ds.ImagePositionPatient = [0.0, 0.0, float(z)]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing = [0.5, 0.5]
-    ds.Rows = ds.Columns = 4
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    ds.PixelData = np.arange(16, dtype=np.int16).tobytes()
-    for k, v in tags.items():
-        if v is None:
-            delattr(ds, k)
-        else:
-            setattr(ds, k, v)
-    return ds
-
-
-def save(ds: Dataset, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return ct_slice(
+        np.arange(16, dtype=np.int16).reshape(4, 4), sop=sop, series=series, ipp=(0.0, 0.0, z), intercept=-1024, **tags
+    )
 
 
 def series(folder: Path, zs: list[float], prefix: str = "s", uid_root: str = "1.5.1", **tags: object) -> Path:

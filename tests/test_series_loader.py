@@ -10,10 +10,10 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from dicom_factory import ct_slice, save_slice
 from monai.data import MetaTensor
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
 
 from monai_ng.transforms import LoadCTSeries, LoadCTSeriesd, sign_extend
 from monai_ng.transforms.dicom_headers import header_from_dataset, read_slice_header
@@ -22,36 +22,7 @@ from monai_ng.transforms.series_loader import decode_slice_hu, fix_rsna_ich_wrap
 
 def write_slice(path: Path, pixels: np.ndarray, *, sop: str, ipp, series: str = "1.2.3.4", **tags: object) -> Path:
     """One CT slice ``pixels [rows, cols]`` with the given tags (defaults: axial, 0.5 mm, slope 1, intercept 0)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop
-    ds.SeriesInstanceUID = series
-    ds.StudyInstanceUID = "1.2.3"
-    ds.PatientID = "anon"
-    ds.Modality = "CT"
-    ds.InstanceNumber = 1
-    ds.ImagePositionPatient = [float(v) for v in ipp]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing = [0.5, 0.5]
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
-    ds.RescaleSlope = 1
-    ds.RescaleIntercept = 0
-    for k, v in tags.items():
-        setattr(ds, k, v)
-    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return save_slice(ct_slice(pixels, sop=sop, series=series, ipp=ipp, **tags), path)
 
 
 def test_hu_layout_and_order(tmp_path: Path) -> None:

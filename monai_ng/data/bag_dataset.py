@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from monai_ng.data.embedding_store import EmbeddingStore, StoreError
+from monai_ng.data.embedding_store import Bag, EmbeddingStore, StoreError
 
-__all__ = ["BagDataset", "collate_bags", "BagKeys"]
+__all__ = ["BagDataset", "collate_bags", "BagKeys", "bag_item"]
 
 
 class BagKeys:
@@ -46,6 +46,24 @@ def all_finite(values: np.ndarray) -> bool:
         return bool(np.isfinite(values).all())
     word, exponent = bits
     return not bool(np.any((values.view(word) & word(exponent)) == word(exponent)))
+
+
+def bag_item(bag: Bag, index: int, embeddings: torch.Tensor, slice_labels: torch.Tensor) -> dict[str, Any]:
+    """One item of :class:`BagDataset` under the :class:`BagKeys` names.
+
+    Args:
+        bag: the store's bag (label and scan id are read from it).
+        index: the bag's row in the store.
+        embeddings: ``[S, D]`` slice embeddings.
+        slice_labels: ``[S]`` int8 slice labels, -1 where unknown.
+    """
+    return {
+        BagKeys.EMBEDDINGS: embeddings,
+        BagKeys.LABEL: bag.label,
+        BagKeys.SLICE_LABELS: slice_labels,
+        BagKeys.SCAN_ID: bag.scan_id,
+        BagKeys.INDEX: index,
+    }
 
 
 class BagDataset(Dataset):
@@ -98,13 +116,7 @@ class BagDataset(Dataset):
             sl = torch.full((emb.shape[0],), -1, dtype=torch.int8)
         else:
             sl = torch.from_numpy(np.asarray(bag.slice_labels, dtype=np.int8).copy())
-        return {
-            BagKeys.EMBEDDINGS: emb,
-            BagKeys.LABEL: bag.label,
-            BagKeys.SLICE_LABELS: sl,
-            BagKeys.SCAN_ID: bag.scan_id,
-            BagKeys.INDEX: index,
-        }
+        return bag_item(bag, index, emb, sl)
 
 
 def collate_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype = torch.float32) -> dict[str, Any]:

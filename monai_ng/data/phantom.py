@@ -39,6 +39,20 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from monai_ng.data.rsna_schema import (
+    ABDOMINAL_IMAGE_COLUMNS,
+    ABDOMINAL_IMAGE_CSV,
+    ABDOMINAL_SERIES_COLUMNS,
+    ABDOMINAL_SERIES_CSV,
+    ABDOMINAL_TRAIN_COLUMNS,
+    ABDOMINAL_TRAIN_CSV,
+    ICH_COLUMNS,
+    ICH_CSV,
+    ICH_SUBTYPES,
+    PE_COLUMNS,
+    PE_CSV,
+)
+
 __all__ = [
     "HU_MAX",
     "HU_MIN",
@@ -97,46 +111,6 @@ PIXEL_MODES: dict[str, tuple[int, int, tuple[float, float]]] = {
     # a reader must sign-extend from bit 11 (pydicom does, a raw int16 view does not).
     "signed12_in16": (12, 1, (1.0, 0.0)),
 }
-
-ICH_SUBTYPES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
-PE_COLUMNS = (
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SOPInstanceUID",
-    "pe_present_on_image",
-    "negative_exam_for_pe",
-    "qa_motion",
-    "qa_contrast",
-    "flow_artifact",
-    "rv_lv_ratio_gte_1",
-    "rv_lv_ratio_lt_1",
-    "leftsided_pe",
-    "chronic_pe",
-    "true_filling_defect_not_pe",
-    "rightsided_pe",
-    "acute_and_chronic_pe",
-    "central_pe",
-    "indeterminate",
-)
-ABDOMINAL_TRAIN_COLUMNS = (
-    "patient_id",
-    "bowel_healthy",
-    "bowel_injury",
-    "extravasation_healthy",
-    "extravasation_injury",
-    "kidney_healthy",
-    "kidney_low",
-    "kidney_high",
-    "liver_healthy",
-    "liver_low",
-    "liver_high",
-    "spleen_healthy",
-    "spleen_low",
-    "spleen_high",
-    "any_injury",
-)
-ABDOMINAL_IMAGE_COLUMNS = ("patient_id", "series_id", "instance_number", "injury_name")
-ABDOMINAL_SERIES_COLUMNS = ("patient_id", "series_id", "aortic_hu", "incomplete_organ")
 
 
 @dataclass
@@ -767,7 +741,7 @@ def write_rsna_ich(
     blocks = [csv_rows[i : i + 6] for i in range(0, len(csv_rows), 6)]
     order = rng.permutation(len(blocks))
     rows = [row for i in order for row in blocks[i]]
-    pd.DataFrame(rows, columns=["ID", "Label"]).to_csv(root / "stage_2_train.csv", index=False)
+    pd.DataFrame(rows, columns=list(ICH_COLUMNS)).to_csv(root / ICH_CSV, index=False)
     return pd.DataFrame(truth)
 
 
@@ -839,7 +813,7 @@ def write_rsna_pe(
             )
         truth.append(_truth_row(records, vol, indeterminate=int(indeterminate), instance_numbering=numbering))
     order = rng.permutation(len(csv_rows))
-    pd.DataFrame([csv_rows[i] for i in order], columns=list(PE_COLUMNS)).to_csv(root / "train.csv", index=False)
+    pd.DataFrame([csv_rows[i] for i in order], columns=list(PE_COLUMNS)).to_csv(root / PE_CSV, index=False)
     return pd.DataFrame(truth)
 
 
@@ -922,9 +896,7 @@ def write_rsna_abdominal(
             t["scan_id"] = str(series_id)
             t["patient_id"] = str(patient_id)
             truth.append(t)
-    pd.DataFrame(patients, columns=list(ABDOMINAL_TRAIN_COLUMNS)).to_csv(root / "train.csv", index=False)
-    pd.DataFrame(image_rows, columns=list(ABDOMINAL_IMAGE_COLUMNS)).to_csv(root / "image_level_labels.csv", index=False)
-    pd.DataFrame(series_rows, columns=list(ABDOMINAL_SERIES_COLUMNS)).to_csv(
-        root / "train_series_meta.csv", index=False
-    )
+    pd.DataFrame(patients, columns=list(ABDOMINAL_TRAIN_COLUMNS)).to_csv(root / ABDOMINAL_TRAIN_CSV, index=False)
+    pd.DataFrame(image_rows, columns=list(ABDOMINAL_IMAGE_COLUMNS)).to_csv(root / ABDOMINAL_IMAGE_CSV, index=False)
+    pd.DataFrame(series_rows, columns=list(ABDOMINAL_SERIES_COLUMNS)).to_csv(root / ABDOMINAL_SERIES_CSV, index=False)
     return pd.DataFrame(truth)

@@ -749,6 +749,21 @@ def _skip_undefined(buf: memoryview, pos: int, implicit: bool) -> int:
     raise _Truncated
 
 
+def _explicit_element(buf: memoryview, pos: int, end: int) -> tuple[bytes, int, int]:
+    """``(VR, value length, value start)`` of the explicit-VR little-endian element whose tag starts at ``pos``.
+
+    Long VRs (OB, SQ, UN, ...) have 2 reserved bytes and a 4-byte length, the others a 2-byte length (PS3.5 7.1.2).
+    """
+    vr = bytes(buf[pos + 4 : pos + 6])
+    if vr in _LONG_VRS:
+        if pos + 12 > end:
+            raise _Truncated
+        return vr, int.from_bytes(buf[pos + 8 : pos + 12], "little"), pos + 12
+    if vr in _SHORT_VRS:
+        return vr, int.from_bytes(buf[pos + 6 : pos + 8], "little"), pos + 8
+    raise _Unsupported
+
+
 def _walk(buf: memoryview, pos: int, implicit: bool, wanted: dict | None, need_pixels: bool = True) -> int:
     """Walk data elements from ``pos``; with ``wanted`` (top level) collect the header tags and stop at PixelData.
 
@@ -766,17 +781,7 @@ def _walk(buf: memoryview, pos: int, implicit: bool, wanted: dict | None, need_p
             length = int.from_bytes(buf[pos + 4 : pos + 8], "little")
             pos += 8
         else:
-            vr = bytes(buf[pos + 4 : pos + 6])
-            if vr in _LONG_VRS:
-                if pos + 12 > end:
-                    raise _Truncated
-                length = int.from_bytes(buf[pos + 8 : pos + 12], "little")
-                pos += 12
-            elif vr in _SHORT_VRS:
-                length = int.from_bytes(buf[pos + 6 : pos + 8], "little")
-                pos += 8
-            else:
-                raise _Unsupported
+            vr, length, pos = _explicit_element(buf, pos, end)
         if wanted is not None:
             if tag <= previous:
                 raise _Unsupported  # out of order or repeated: pydicom's rules apply
@@ -821,15 +826,7 @@ def _parse_native(data: bytes, path: str, need_pixels: bool = True) -> NativeSli
         if int.from_bytes(buf[pos : pos + 2], "little") != 0x0002:
             break
         element = int.from_bytes(buf[pos + 2 : pos + 4], "little")
-        vr = bytes(buf[pos + 4 : pos + 6])
-        if vr in _LONG_VRS:
-            length = int.from_bytes(buf[pos + 8 : pos + 12], "little")
-            pos += 12
-        elif vr in _SHORT_VRS:
-            length = int.from_bytes(buf[pos + 6 : pos + 8], "little")
-            pos += 8
-        else:
-            raise _Unsupported
+        _, length, pos = _explicit_element(buf, pos, len(buf))
         if length == _UNDEFINED:
             raise _Unsupported
         if pos + length > len(buf):

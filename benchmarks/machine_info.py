@@ -1,0 +1,36 @@
+"""Machine description shared by the benchmark scripts (they run as ``python3 benchmarks/bench_x.py``, so this
+folder is on ``sys.path`` and they import it as ``machine_info``)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["cpu_model", "machine_info"]
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (platform fallback)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count and model, torch version and intra-op threads, Python version and the load average now."""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg(),
+    }
