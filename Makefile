@@ -22,4 +22,4 @@ test: $(STAMP)
 	$(VPY) -m pytest -n 2 -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check monai_ng preprocessing benchmarks tests && $(VENV)/bin/ruff check .
