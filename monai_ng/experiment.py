@@ -182,7 +182,6 @@ def run_experiment(
     for split, seed in enumerate(cfg.seeds):
         parts = split_indices(store, int(seed))
         loaders = {
-            "train": _loader(store, parts["train"], cfg, True, seed),
             "train_eval": _loader(store, parts["train"], cfg, False, seed),
             "val": _loader(store, parts["val"], cfg, False, seed),
             "test": _loader(store, parts["test"], cfg, False, seed),
@@ -205,7 +204,8 @@ def run_experiment(
                 result = train_mil(
                     network,
                     objective,
-                    loaders["train"],
+                    # a fresh shuffle generator per run: a run's batches must not depend on the runs before it
+                    _loader(store, parts["train"], cfg, True, seed),
                     loaders["val"],
                     TrainingConfig(
                         lr=lr,

@@ -181,6 +181,10 @@ def test_experiment_runner_and_cli(easy_store, tmp_path):
     assert len(slices) == int(BagDataset(easy_store).n_slices.sum())
     assert main(["predict", "--data", str(easy_store), "--checkpoint", str(tmp_path / "no.safetensors"),
                  "--out", str(tmp_path / "p2")]) == 1  # fmt: skip
+    # a run does not depend on the methods run before it in the same process
+    alone = run_experiment(easy_store, tmp_path / "alone", methods[1:2], cfg)
+    both = results[results["method"] == "ABMIL+NG"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone[both.columns], both, check_exact=False, rtol=1e-12)
     # the same through the command line
     rc = main(
         ["experiment", "--data", str(easy_store), "--out", str(tmp_path / "cli"), "--methods", "mean pool",
