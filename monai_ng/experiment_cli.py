@@ -38,7 +38,7 @@ def configure_parser_for(command: str, parser: argparse.ArgumentParser) -> None:
     demo = command == "demo"
     if demo:
         parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
-        parser.add_argument("--n-bags", type=int, default=300, help="synthetic scans to generate")
+        parser.add_argument("--n-bags", type=int, default=400, help="synthetic scans to generate")
         parser.add_argument("--kind", default="ct_like", choices=["ct_like", "multi_lesion", "shifted_mean"])
         parser.add_argument("--dim", type=int, default=64, help="synthetic embedding width")
     else:
@@ -46,15 +46,15 @@ def configure_parser_for(command: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--methods", default=None, help="comma-separated method names (default: all); see --list")
     parser.add_argument("--list", action="store_true", help="list the method names and exit")
-    parser.add_argument("--lrs", type=_floats, default=[1e-2, 1e-1] if not demo else [5e-2])
+    parser.add_argument("--lrs", type=_floats, default=[1e-2, 1e-1] if not demo else [1e-1])
     parser.add_argument("--ng-weights", type=_floats, default=[1.0] if demo else [0.1, 1.0, 10.0])
     parser.add_argument("--l1-weights", type=_floats, default=[0.0] if demo else [0.0, 1e-4])
-    parser.add_argument("--epochs", type=int, default=10 if demo else 50)
+    parser.add_argument("--epochs", type=int, default=40 if demo else 60)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
         "--seeds",
         type=_ints,
-        default=[1001] if demo else [1001, 2001, 3001],
+        default=[1001, 2001, 3001],
         help="split seeds (paper: 1001,2001,3001)",
     )
     parser.add_argument("--transmil-dim", type=int, default=128, help="TransMIL token width")
