@@ -72,7 +72,7 @@ def bare_forward(encoder: FrozenSliceEncoder, shapes: list[tuple[int, ...]], dev
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default="vit_tiny_patch16_224")
-    parser.add_argument("--scans", type=int, default=8)
+    parser.add_argument("--scans", type=int, default=32)
     parser.add_argument("--slices", type=int, default=32, help="slices per scan")
     parser.add_argument("--size", type=int, default=256, help="phantom in-plane size (resized to 224)")
     parser.add_argument("--batch-size", type=int, default=32)
