@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from monai_ng.data.embedding_store import StoreError
 from monai_ng.experiment import ExperimentConfig, default_methods, run_experiment
 
 __all__ = ["configure_parser_for", "run_for"]
@@ -115,7 +116,11 @@ def run_for(command: str, args: argparse.Namespace) -> int:
         num_workers=args.workers,
     )
     t0 = time.perf_counter()
-    results = run_experiment(data, out, methods, cfg)
+    try:
+        results = run_experiment(data, out, methods, cfg)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print((out / "results.md").read_text())
     print(f"{len(results)} method x split results in {time.perf_counter() - t0:.0f} s; written to {out}")
     return 0
