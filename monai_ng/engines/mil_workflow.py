@@ -156,7 +156,7 @@ class BestStateKeeper:
 
     def __call__(self, engine: Engine) -> None:
         score = engine.state.metrics[SELECTION_KEY]
-        if score > self.best_score or self.best_state is None and score > -math.inf:
+        if score > self.best_score:
             self.best_score = score
             self.best_epoch = self.trainer.state.epoch
             self.best_metrics = {k: float(v) for k, v in engine.state.metrics.items() if _is_number(v)}
