@@ -75,6 +75,7 @@ def test_affine_by_hand_oblique(tmp_path: Path) -> None:
 
 
 def test_matches_monai_itk_reader(tmp_path: Path) -> None:
+    pytest.importorskip("itk", reason="itk (dev extra) is needed for MONAI's ITKReader")
     from monai.transforms import LoadImage
 
     from monai_ng.data.phantom import make_phantom_volume, write_dicom_series
