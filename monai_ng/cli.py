@@ -1,7 +1,8 @@
 """The ``monai-ng`` command line: one sub-command per task, each implemented in its own module.
 
 Each target module exposes ``configure_parser(parser: argparse.ArgumentParser) -> None`` and
-``run(args: argparse.Namespace) -> int``. Modules are imported lazily so that ``monai-ng --help`` stays fast.
+``run(args: argparse.Namespace) -> int`` (or, when one module serves several commands, ``configure_parser_for(name,
+parser)`` and ``run_for(name, args)``). Modules are imported lazily so that ``monai-ng --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -48,14 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = argv[0]
     module = importlib.import_module(COMMANDS[name][0])
     sub = argparse.ArgumentParser(prog=f"monai-ng {name}", description=COMMANDS[name][1])
-    if hasattr(module, "configure_parser_for"):
+    # a module serving several commands takes the command name: configure_parser_for(name, parser), run_for(name, args)
+    shared = hasattr(module, "configure_parser_for")
+    if shared:
         module.configure_parser_for(name, sub)
     else:
         module.configure_parser(sub)
     args = sub.parse_args(argv[1:])
     args.command = name
-    runner = module.run_for if hasattr(module, "run_for") else module.run
-    return int(runner(args) if not hasattr(module, "run_for") else runner(name, args) or 0)
+    rc = module.run_for(name, args) if shared else module.run(args)
+    return int(rc or 0)
 
 
 if __name__ == "__main__":
