@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/monai-ng demo --out outputs/demo
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VPY) -m pytest -n 2 -q tests
 
 lint: $(STAMP)

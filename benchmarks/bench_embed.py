@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine_info import cpu_model  # noqa: E402
 
 from monai_ng.data.phantom import make_phantom_volume, write_dicom_series  # noqa: E402
+from monai_ng.data.scan_manifest import read_scan_manifest, scan_manifest_row, write_scan_manifest  # noqa: E402
+from monai_ng.embedding.encoder import FrozenSliceEncoder  # noqa: E402
 from monai_ng.embedding.extraction import ExtractionConfig, extract_embeddings  # noqa: E402
 from monai_ng.embedding.stack_loading import CTSliceStackLoader  # noqa: E402
-from monai_ng.networks.encoder import FrozenSliceEncoder  # noqa: E402
-from preprocessing.manifest import manifest_row, read_manifest, write_manifest  # noqa: E402
 
 
 def write_phantom_manifest(root: Path, scans: int, slices: int, size: int) -> Path:
@@ -40,8 +40,10 @@ def write_phantom_manifest(root: Path, scans: int, slices: int, size: int) -> Pa
     for i in range(scans):
         vol = make_phantom_volume("head", n_slices=slices, size=size, lesion=bool(i % 2), seed=i)
         recs = write_dicom_series(vol, root / f"s{i}", patient_id=f"P{i}", seed=i)
-        rows.append(manifest_row(f"scan{i}", f"P{i}", vol.label, recs, vol.lesion_slices.astype(int).tolist(), "ich"))
-    return write_manifest(pd.DataFrame(rows), root / "manifest.csv")
+        rows.append(
+            scan_manifest_row(f"scan{i}", f"P{i}", vol.label, recs, vol.lesion_slices.astype(int).tolist(), "ich")
+        )
+    return write_scan_manifest(pd.DataFrame(rows), root / "manifest.csv")
 
 
 class ShapeRecorder:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench_embed_"))
     try:
         t0 = time.perf_counter()
-        manifest = read_manifest(write_phantom_manifest(root, args.scans, args.slices, args.size))
+        manifest = read_scan_manifest(write_phantom_manifest(root, args.scans, args.slices, args.size))
         print(
             f"wrote {args.scans} x {args.slices} phantom DICOM slices ({args.size}^2) in {time.perf_counter() - t0:.1f} s"
         )

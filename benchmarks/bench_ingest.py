@@ -38,10 +38,8 @@ from machine_info import cpu_model  # noqa: E402
 from monai.transforms import Compose, LoadImaged, Resized, ScaleIntensityRanged  # noqa: E402
 
 from monai_ng.data.phantom import make_phantom_volume, write_dicom_series, write_rsna_ich  # noqa: E402
-from monai_ng.transforms.dicom_headers import scan_headers  # noqa: E402
-from monai_ng.transforms.series_loader import LoadCTSeries  # noqa: E402
-from monai_ng.transforms.slice_stack import CTSliceStack  # noqa: E402
-from monai_ng.transforms.windowing import CTWindows  # noqa: E402
+from monai_ng.io import scan_headers  # noqa: E402
+from monai_ng.transforms import CTSliceStack, CTWindows, LoadCTSeries  # noqa: E402
 
 
 def build_chains(size: int, stages: dict[str, list[float]]):

@@ -59,7 +59,7 @@ from machine_info import machine_info  # noqa: E402
 
 from monai_ng.data.bag_dataset import BagDataset, BagKeys, bag_item, collate_bags  # noqa: E402
 from monai_ng.data.embedding_store import EmbeddingStore, EmbeddingStoreWriter  # noqa: E402
-from monai_ng.engines.mil_workflow import GradientNormClipper, prepare_bag_batch  # noqa: E402
+from monai_ng.engines import GradientNormClipper, prepare_bag_batch  # noqa: E402
 from monai_ng.losses.mil_objective import MILObjective  # noqa: E402
 from monai_ng.networks import build_mil_network  # noqa: E402
 
@@ -72,12 +72,12 @@ HEAD_SLICES = 752_803
 MODELS: list[tuple[str, dict[str, Any], bool, dict[str, Any]]] = [
     ("abmil", {}, True, {}),
     ("abmil_gated", {}, True, {}),
-    ("transmil", {"dim": 768, "num_heads": 8, "num_layers": 2}, True, {}),
+    ("transmil", {"hidden": 768, "num_heads": 8, "num_layers": 2}, True, {}),
     ("smap", {}, True, {}),
-    ("centre", {}, False, {}),
-    ("mean", {}, False, {}),
-    ("max", {}, False, {}),
-    ("ceiling", {"kernel_size": 12}, False, {"instance_weight": 1.0}),
+    ("centre_gaussian", {}, False, {}),
+    ("mean_pool", {}, False, {}),
+    ("max_pool", {}, False, {}),
+    ("instance_ceiling", {"kernel_size": 12}, False, {"instance_weight": 1.0}),
 ]
 
 
@@ -271,7 +271,7 @@ def bench_models(data: dict[str, Any], rounds: int, steps: int, roofline: float,
 def bench_per_bag(data: dict[str, Any], rounds: int, steps: int, seed: int) -> list[dict[str, Any]]:
     bags = split_batch(data)
     results = []
-    for name, kwargs in (("abmil", {}), ("transmil", {"dim": 768, "num_heads": 8, "num_layers": 2})):
+    for name, kwargs in (("abmil", {}), ("transmil", {"hidden": 768, "num_heads": 8, "num_layers": 2})):
         stepper = Stepper(name, kwargs, True, {}, seed)
         fns = {
             "batched_train": lambda s=stepper: s.train_step(data),
@@ -469,7 +469,7 @@ def bench_epoch(args: argparse.Namespace) -> dict[str, Any]:
 def bench_threads(data: dict[str, Any], rounds: int, steps: int, seed: int) -> list[dict[str, Any]]:
     """ABMIL+NG and TransMIL+NG train steps with 1 and 2 intra-op threads, interleaved."""
     results = []
-    for name, kwargs in (("abmil", {}), ("transmil", {"dim": 768, "num_heads": 8, "num_layers": 2})):
+    for name, kwargs in (("abmil", {}), ("transmil", {"hidden": 768, "num_heads": 8, "num_layers": 2})):
         stepper = Stepper(name, kwargs, True, {}, seed)
 
         def step(threads: int, s: Stepper = stepper) -> None:

@@ -21,24 +21,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from monai_ng.data.bag_dataset import BagDataset, collate_bags
 from monai_ng.data.embedding_store import EmbeddingStore
 from monai_ng.data.splits import PAPER_SEEDS, patient_level_split
-from monai_ng.engines.mil_workflow import TrainingConfig, evaluate_mil, train_mil
+from monai_ng.engines.evaluation import evaluate_mil
+from monai_ng.engines.training import TrainingConfig, train_mil
 from monai_ng.losses.mil_objective import MILObjective
-from monai_ng.networks.factory import build_mil_network
+from monai_ng.networks.checkpoint import save_mil_checkpoint
+from monai_ng.networks.registry import build_mil_network
 
 __all__ = [
     "DEFAULT_METHODS",
     "ExperimentConfig",
     "MethodSpec",
-    "load_mil_checkpoint",
     "run_experiment",
-    "save_mil_checkpoint",
     "split_indices",
     "summarise",
 ]
@@ -75,11 +73,11 @@ class MethodSpec:
 
 def default_methods(transmil_dim: int = 128, transmil_heads: int = 8) -> list[MethodSpec]:
     """The paper's comparison: baselines, prior MIL, NG variants, and the instance-level ceiling."""
-    tm = {"dim": transmil_dim, "num_heads": transmil_heads}
+    tm = {"hidden": transmil_dim, "num_heads": transmil_heads}
     return [
-        MethodSpec("centre baseline", "centre"),
-        MethodSpec("mean pool", "mean"),
-        MethodSpec("max pool", "max"),
+        MethodSpec("centre baseline", "centre_gaussian"),
+        MethodSpec("mean pool", "mean_pool"),
+        MethodSpec("max pool", "max_pool"),
         MethodSpec("ABMIL", "abmil"),
         MethodSpec("TransMIL", "transmil", tm),
         MethodSpec("SmAP", "smap"),
@@ -89,7 +87,11 @@ def default_methods(transmil_dim: int = 128, transmil_heads: int = 8) -> list[Me
         MethodSpec("TransMIL+NG (single normal)", "transmil", tm, ng=True, ng_heads="mean"),
         MethodSpec("TransMIL+NG (multi-head)", "transmil", tm, ng=True, ng_heads="each"),
         MethodSpec(
-            "instance ceiling", "ceiling", {"kernel_size": 5}, instance_weight=1.0, selection_metric="loc_auroc"
+            "instance ceiling",
+            "instance_ceiling",
+            {"kernel_size": 5},
+            instance_weight=1.0,
+            selection_metric="loc_auroc",
         ),
     ]
 
@@ -99,7 +101,7 @@ DEFAULT_METHODS = default_methods()
 
 @dataclass
 class ExperimentConfig:
-    """Grid and training settings of an experiment.
+    """Grid and training settings of an experiment; the only source of the defaults of ``monai-ng experiment``.
 
     Attributes:
         lrs: SGD learning rates (paper: 1e-1, 1e-2, 1e-3, 1e-4).
@@ -114,14 +116,19 @@ class ExperimentConfig:
     """
 
     lrs: Sequence[float] = (1e-2, 1e-1)
-    ng_weights: Sequence[float] = (1.0,)
-    l1_weights: Sequence[float] = (0.0,)
-    max_epochs: int = 30
+    ng_weights: Sequence[float] = (0.1, 1.0, 10.0)
+    l1_weights: Sequence[float] = (0.0, 1e-4)
+    max_epochs: int = 60
     batch_size: int = 64
     seeds: Sequence[int] = PAPER_SEEDS
     require_train_above_val: bool = False
     device: str = "cpu"
     num_workers: int = 0
+
+    @classmethod
+    def demo(cls) -> ExperimentConfig:
+        """The reduced grid of ``monai-ng demo``: one learning rate (0.1), lambda 1, no L1 penalty, 40 epochs."""
+        return cls(lrs=(1e-1,), ng_weights=(1.0,), l1_weights=(0.0,), max_epochs=40)
 
 
 def split_indices(store: EmbeddingStore, seed: int) -> dict[str, np.ndarray]:
@@ -160,7 +167,8 @@ def run_experiment(
     split: ``method, split, seed, lr, ng_weight, l1_weight, best_epoch, val_scan_auroc, scan_auroc, scan_auprc,
     loc_auroc, loc_auprc, pooled_loc_auroc, positive_attention_mass, loc_skipped``), ``results.md`` (mean +- std
     table), ``slice_scores/<method>_split<k>.csv`` (per-slice test attention of the selected run),
-    ``checkpoints/<method>_split<k>.safetensors`` (its weights, see :func:`load_mil_checkpoint`) and ``config.json``.
+    ``checkpoints/<method>_split<k>.safetensors`` (its weights and build arguments, see
+    :func:`monai_ng.networks.checkpoint.load_mil_checkpoint`) and ``config.json``.
     """
     methods = list(DEFAULT_METHODS if methods is None else methods)
     cfg = config or ExperimentConfig()
@@ -240,7 +248,9 @@ def run_experiment(
             network = build_mil_network(method.network, store.dim, **method.network_kwargs)
             network.load_state_dict(state)
             save_mil_checkpoint(
-                network, out / "checkpoints" / f"{_slug(method.name)}_split{split}.safetensors", method, store.dim
+                network,
+                out / "checkpoints" / f"{_slug(method.name)}_split{split}.safetensors",
+                metadata={"method": method.name},
             )
             metrics, _, slices = evaluate_mil(network, loaders["test"], cfg.device)
             slices.to_csv(out / "slice_scores" / f"{_slug(method.name)}_split{split}.csv", index=False)
@@ -281,36 +291,6 @@ def run_experiment(
     results = pd.DataFrame(result_rows)
     (out / "results.md").write_text(summarise(results, [m.name for m in methods]))
     return results
-
-
-def save_mil_checkpoint(network: torch.nn.Module, path: str | Path, method: MethodSpec, in_features: int) -> None:
-    """Save a MIL network's weights with safetensors; the header records how to rebuild it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    meta = {
-        "network": method.network,
-        "network_kwargs": json.dumps(method.network_kwargs),
-        "in_features": str(in_features),
-        "method": method.name,
-    }
-    save_file(state, str(path), metadata=meta)
-
-
-def load_mil_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, str]]:
-    """Rebuild a MIL network saved by :func:`save_mil_checkpoint`; returns ``(network, header metadata)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    missing = [k for k in ("network", "network_kwargs", "in_features") if k not in meta]
-    if missing:
-        raise ValueError(f"{path}: not a monai_ng MIL checkpoint (header lacks {missing})")
-    network = build_mil_network(meta["network"], int(meta["in_features"]), **json.loads(meta["network_kwargs"]))
-    network.load_state_dict(load_file(str(path)))
-    network.eval()
-    return network, meta
 
 
 def _slug(name: str) -> str:

@@ -19,22 +19,29 @@ Slice-level truth exists only for bowel injury and active extravasation (``image
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from monai_ng.data.dataset_adapter import DatasetAdapter
 from monai_ng.data.rsna_schema import ABDOMINAL_IMAGE_COLUMNS as _IMAGE_COLUMNS
 from monai_ng.data.rsna_schema import ABDOMINAL_IMAGE_CSV as IMAGE_CSV
 from monai_ng.data.rsna_schema import ABDOMINAL_SERIES_COLUMNS as _SERIES_COLUMNS
 from monai_ng.data.rsna_schema import ABDOMINAL_SERIES_CSV as SERIES_CSV
 from monai_ng.data.rsna_schema import ABDOMINAL_TRAIN_COLUMNS as _TRAIN_COLUMNS
 from monai_ng.data.rsna_schema import ABDOMINAL_TRAIN_CSV as TRAIN_CSV
-from monai_ng.transforms.dicom_headers import group_by_series, order_series
-from preprocessing.manifest import manifest_row, read_dicom_headers
+from monai_ng.data.scan_manifest import scan_manifest_row
+from monai_ng.io.header_scan import group_by_series
+from monai_ng.io.series_geometry import order_series
+from preprocessing.rsna_common import read_dicom_headers, require_dir
 
 __all__ = [
     "ABDOMINAL_TARGETS",
+    "ADAPTER",
+    "AbdominalAdapter",
     "IMAGE_CSV",
     "SERIES_CSV",
     "TRAIN_CSV",
@@ -115,13 +122,9 @@ def build_abdominal_manifest(
     """
     if target not in ABDOMINAL_TARGETS:
         raise ValueError(f"target must be one of {ABDOMINAL_TARGETS}, got {target!r}")
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"{root}: not a directory")
+    root = require_dir(Path(root))
     train, images, series_meta = read_abdominal_tables(root)
-    image_dir = root / "train_images"
-    if not image_dir.is_dir():
-        raise ValueError(f"{image_dir}: image folder not found (expected train_images/<patient>/<series>/<n>.dcm)")
+    image_dir = require_dir(root / "train_images", "train_images/<patient>/<series>/<n>.dcm")
     headers, failures = read_dicom_headers(image_dir, root, workers, progress)
     names = _INJURY_NAMES.get(target, ())
     positives: dict[tuple[str, str], set[str]] = {}
@@ -165,10 +168,41 @@ def build_abdominal_manifest(
                 failures.append((f"scan {series_id}", f"{IMAGE_CSV} instance numbers without a file: {missing[:5]}"))
         else:
             slice_labels = [-1] * len(ordered)
-        row = manifest_row(series_id, patient_id, label, ordered, slice_labels, "abdominal", geometry.issues)
+        row = scan_manifest_row(series_id, patient_id, label, ordered, slice_labels, "abdominal", geometry.issues)
         row["target"] = target
         if meta is not None and series_id in meta.index:
             row["aortic_hu"] = float(meta.loc[series_id, "aortic_hu"])
             row["incomplete_organ"] = int(meta.loc[series_id, "incomplete_organ"])
         rows.append(row)
     return pd.DataFrame(rows), failures
+
+
+class AbdominalAdapter(DatasetAdapter):
+    """``monai-ng ingest --dataset abdominal [--target T]``: :func:`build_abdominal_manifest`."""
+
+    name = "abdominal"
+    description = "RSNA Abdominal Trauma Detection 2023"
+
+    def add_arguments(self, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+        parser.add_argument(
+            "--target",
+            default="bowel_or_extravasation",
+            choices=ABDOMINAL_TARGETS,
+            help="abdominal only: label to build (only bowel / extravasation have slice-level truth)",
+        )
+
+    def options(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"target": args.target}
+
+    def build_manifest(
+        self,
+        root: str | os.PathLike,
+        workers: int = 1,
+        progress: bool = True,
+        target: str = "bowel_or_extravasation",
+    ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+        return build_abdominal_manifest(root, workers=workers, progress=progress, target=target)
+
+
+#: The adapter registered under the ``monai_ng.dataset_adapters`` entry point ``abdominal``.
+ADAPTER = AbdominalAdapter()

@@ -15,16 +15,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from monai_ng.data.dataset_adapter import DatasetAdapter
 from monai_ng.data.rsna_schema import ICH_COLUMNS, ICH_CSV, ICH_SUBTYPES
-from preprocessing.manifest import (
+from monai_ng.data.scan_manifest import scan_manifest_row
+from preprocessing.rsna_common import (
     lookup_slice_labels,
-    manifest_row,
     ordered_series,
     read_dicom_headers,
     report_orphans,
+    require_dir,
 )
 
-__all__ = ["ICH_CSV", "ICH_SUBTYPES", "build_ich_manifest", "read_ich_labels"]
+__all__ = ["ADAPTER", "ICH_CSV", "ICH_SUBTYPES", "IchAdapter", "build_ich_manifest", "read_ich_labels"]
 
 
 def read_ich_labels(csv_path: str | os.PathLike) -> pd.Series:
@@ -76,13 +78,11 @@ def build_ich_manifest(
         progress: show a progress bar.
 
     Returns:
-        ``(manifest, failures)``: one row per scan (schema in :mod:`preprocessing.manifest`, without split
+        ``(manifest, failures)``: one row per scan (schema in :mod:`monai_ng.data.scan_manifest`, without split
         columns) and ``(file or scan, reason)`` rows for unreadable files, slices missing from the CSV (kept with
         label -1), CSV images without a file, and scans that could not be ordered (dropped).
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"{root}: not a directory")
+    root = require_dir(Path(root))
     labels = read_ich_labels(root / ICH_CSV)
     headers, failures = read_dicom_headers(_image_dir(root), root, workers, progress)
     label_map = labels.to_dict()
@@ -98,6 +98,24 @@ def build_ich_manifest(
         if not known:
             failures.append((f"scan {uid}", f"no slice of the scan is in {ICH_CSV}; scan dropped"))
             continue
-        rows.append(manifest_row(uid, patients.pop(), int(max(known)), ordered, slice_labels, "ich", geometry.issues))
+        rows.append(
+            scan_manifest_row(uid, patients.pop(), int(max(known)), ordered, slice_labels, "ich", geometry.issues)
+        )
     report_orphans(label_map, seen, failures, ICH_CSV, "image id")
     return pd.DataFrame(rows), failures
+
+
+class IchAdapter(DatasetAdapter):
+    """``monai-ng ingest --dataset ich``: :func:`build_ich_manifest`."""
+
+    name = "ich"
+    description = "RSNA Intracranial Hemorrhage Detection 2019"
+
+    def build_manifest(
+        self, root: str | os.PathLike, workers: int = 1, progress: bool = True
+    ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+        return build_ich_manifest(root, workers=workers, progress=progress)
+
+
+#: The adapter registered under the ``monai_ng.dataset_adapters`` entry point ``ich``.
+ADAPTER = IchAdapter()

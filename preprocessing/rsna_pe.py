@@ -15,16 +15,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from monai_ng.data.dataset_adapter import DatasetAdapter
 from monai_ng.data.rsna_schema import PE_CSV, PE_REQUIRED_COLUMNS
-from preprocessing.manifest import (
+from monai_ng.data.scan_manifest import scan_manifest_row
+from preprocessing.rsna_common import (
     lookup_slice_labels,
-    manifest_row,
     ordered_series,
     read_dicom_headers,
     report_orphans,
+    require_dir,
 )
 
-__all__ = ["PE_CSV", "PE_REQUIRED_COLUMNS", "build_pe_manifest", "read_pe_labels"]
+__all__ = ["ADAPTER", "PE_CSV", "PE_REQUIRED_COLUMNS", "PeAdapter", "build_pe_manifest", "read_pe_labels"]
 
 
 def read_pe_labels(csv_path: str | os.PathLike) -> pd.DataFrame:
@@ -64,13 +66,9 @@ def build_pe_manifest(
     Returns:
         ``(manifest, failures)``.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"{root}: not a directory")
+    root = require_dir(Path(root))
     labels = read_pe_labels(root / PE_CSV)
-    image_dir = root / "train"
-    if not image_dir.is_dir():
-        raise ValueError(f"{image_dir}: image folder not found (expected train/<Study>/<Series>/<SOP>.dcm)")
+    image_dir = require_dir(root / "train", "train/<Study>/<Series>/<SOP>.dcm")
     headers, failures = read_dicom_headers(image_dir, root, workers, progress)
     pe = labels["pe_present_on_image"].to_dict()
     negative_by_study = labels.groupby("StudyInstanceUID")["negative_exam_for_pe"].max().to_dict()
@@ -94,6 +92,22 @@ def build_pe_manifest(
             continue
         if label == 1 and 1 not in slice_labels:
             failures.append((f"scan {uid}", "positive exam but no slice has pe_present_on_image = 1 (kept)"))
-        rows.append(manifest_row(uid, study, label, ordered, slice_labels, "pe", geometry.issues))
+        rows.append(scan_manifest_row(uid, study, label, ordered, slice_labels, "pe", geometry.issues))
     report_orphans(pe, seen, failures, PE_CSV, "SOPInstanceUID")
     return pd.DataFrame(rows), failures
+
+
+class PeAdapter(DatasetAdapter):
+    """``monai-ng ingest --dataset pe``: :func:`build_pe_manifest`."""
+
+    name = "pe"
+    description = "RSNA STR Pulmonary Embolism Detection 2020"
+
+    def build_manifest(
+        self, root: str | os.PathLike, workers: int = 1, progress: bool = True
+    ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+        return build_pe_manifest(root, workers=workers, progress=progress)
+
+
+#: The adapter registered under the ``monai_ng.dataset_adapters`` entry point ``pe``.
+ADAPTER = PeAdapter()

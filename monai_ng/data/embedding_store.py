@@ -4,13 +4,16 @@ The store is a folder in the flat interchange layout (see ``docs/embedding_store
 
     embeddings.npy      [T, D] float16 or float32, rows of scan i at offset_i .. offset_i + n_slices_i - 1,
                         in anatomical order (inferior -> superior)
-    manifest.csv        scan_id, patient_id, label, offset, n_slices (+ optional extra columns)
+    manifest.csv        the store index: scan_id, patient_id, label, offset, n_slices (+ optional extra columns)
     slice_labels.npy    optional [T] int8: 1 positive, 0 negative, -1 unknown
     store.json          optional metadata (format version, dim, dtype, encoder, preprocessing, ...)
 
 A folder that users write by hand with the first three files is a valid store as it is; ``store.json`` is added by
 :func:`import_flat_layout` (``monai-ng import-embeddings DIR``) or by :class:`EmbeddingStoreWriter`.
 Embeddings are memory mapped, so a store larger than memory can be read bag by bag.
+
+The per-scan table (``manifest.csv`` on disk, the name of the interchange format) is called the *store index* here,
+to tell it from the scan manifest that ingest writes (:mod:`monai_ng.data.scan_manifest`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import pandas as pd
 __all__ = [
     "STORE_FORMAT",
     "STORE_VERSION",
-    "MANIFEST_COLUMNS",
+    "STORE_INDEX_COLUMNS",
     "Bag",
     "EmbeddingStore",
     "EmbeddingStoreWriter",
@@ -41,9 +44,9 @@ __all__ = [
 
 STORE_FORMAT = "monai_ng.embedding_store"
 STORE_VERSION = 1
-MANIFEST_COLUMNS = ("scan_id", "patient_id", "label", "offset", "n_slices")
+STORE_INDEX_COLUMNS = ("scan_id", "patient_id", "label", "offset", "n_slices")
 EMBEDDINGS_FILE = "embeddings.npy"
-MANIFEST_FILE = "manifest.csv"
+STORE_INDEX_FILE = "manifest.csv"
 SLICE_LABELS_FILE = "slice_labels.npy"
 METADATA_FILE = "store.json"
 _ALLOWED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
@@ -86,46 +89,49 @@ def _npy_header(shape: tuple[int, int], dtype: np.dtype) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body_bytes)) + body_bytes
 
 
-def _read_manifest(path: Path) -> pd.DataFrame:
+def _read_store_index(path: Path) -> pd.DataFrame:
+    """Read the store index CSV and check its columns."""
     if not path.is_file():
-        raise StoreError(f"{path}: manifest file is missing")
+        raise StoreError(f"{path}: store index file is missing")
     try:
-        manifest = pd.read_csv(path, dtype={"scan_id": str, "patient_id": str}, keep_default_na=False)
+        index = pd.read_csv(path, dtype={"scan_id": str, "patient_id": str}, keep_default_na=False)
     except Exception as exc:  # pandas raises several types for malformed CSV
-        raise StoreError(f"{path}: cannot parse manifest CSV ({exc})") from exc
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+        raise StoreError(f"{path}: cannot parse the store index CSV ({exc})") from exc
+    missing = [c for c in STORE_INDEX_COLUMNS if c not in index.columns]
     if missing:
         raise StoreError(
-            f"{path}: manifest lacks column(s) {missing}; required columns are {list(MANIFEST_COLUMNS)}, "
-            f"found {list(manifest.columns)}"
+            f"{path}: store index lacks column(s) {missing}; required columns are {list(STORE_INDEX_COLUMNS)}, "
+            f"found {list(index.columns)}"
         )
-    return manifest
+    return index
 
 
-def _validate_manifest(manifest: pd.DataFrame, n_rows: int, where: Path) -> pd.DataFrame:
-    """Check the manifest against an embeddings array of ``n_rows`` rows; return it with normalised dtypes."""
-    if len(manifest) == 0:
-        raise StoreError(f"{where}: manifest has no scans")
-    ids = manifest["scan_id"].astype(str)
+def _validate_store_index(index: pd.DataFrame, n_rows: int, where: Path) -> pd.DataFrame:
+    """Check the store index against an embeddings array of ``n_rows`` rows; return it with normalised dtypes."""
+    if len(index) == 0:
+        raise StoreError(f"{where}: store index has no scans")
+    ids = index["scan_id"].astype(str)
     empty_ids = ids.str.strip() == ""
     if empty_ids.any():
-        raise StoreError(f"{where}: manifest row {int(np.flatnonzero(empty_ids.to_numpy())[0])} has an empty scan_id")
+        raise StoreError(
+            f"{where}: store index row {int(np.flatnonzero(empty_ids.to_numpy())[0])} has an empty scan_id"
+        )
     dup = ids[ids.duplicated()]
     if len(dup):
         raise StoreError(f"{where}: scan_id {dup.iloc[0]!r} appears more than once")
     for col in ("label", "offset", "n_slices"):
-        values = pd.to_numeric(manifest[col], errors="coerce")
+        values = pd.to_numeric(index[col], errors="coerce")
         bad = values.isna() | (values != np.round(values))
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise StoreError(f"{where}: scan {ids.iloc[i]!r}: {col}={manifest[col].iloc[i]!r} is not an integer")
-        manifest[col] = values.astype(np.int64)
-    labels = manifest["label"].to_numpy()
+            raise StoreError(f"{where}: scan {ids.iloc[i]!r}: {col}={index[col].iloc[i]!r} is not an integer")
+        index[col] = values.astype(np.int64)
+    labels = index["label"].to_numpy()
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise StoreError(f"{where}: scan {ids.iloc[i]!r}: label {labels[i]} is not 0 or 1")
-    offsets, counts = manifest["offset"].to_numpy(), manifest["n_slices"].to_numpy()
+    offsets, counts = index["offset"].to_numpy(), index["n_slices"].to_numpy()
     bad = counts < 1
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -149,9 +155,9 @@ def _validate_manifest(manifest: pd.DataFrame, n_rows: int, where: Path) -> pd.D
         raise StoreError(
             f"{where}: scans {ids.iloc[order[k]]!r} and {ids.iloc[order[k + 1]]!r} own overlapping embedding rows"
         )
-    manifest["scan_id"] = ids
-    manifest["patient_id"] = manifest["patient_id"].astype(str)
-    return manifest
+    index["scan_id"] = ids
+    index["patient_id"] = index["patient_id"].astype(str)
+    return index
 
 
 class EmbeddingStore:
@@ -161,6 +167,10 @@ class EmbeddingStore:
         path: the store folder.
         check_finite: scan all embeddings for NaN/inf up front (reads the whole array once, chunked). Bags are also
             checked when :class:`monai_ng.data.BagDataset` loads them, so this is optional.
+
+    Attributes:
+        index: the store index (``manifest.csv``): one row per scan with ``scan_id, patient_id, label, offset,
+            n_slices`` (int64 / str) and any extra columns.
 
     Raises:
         StoreError: naming the file (and scan) when the folder is not a valid store.
@@ -182,15 +192,15 @@ class EmbeddingStore:
         if self.embeddings.dtype not in _ALLOWED_DTYPES:
             raise StoreError(f"{emb_path}: dtype {self.embeddings.dtype} is not float16 or float32")
         self.metadata: dict[str, Any] = self._read_metadata()
-        self.manifest = _validate_manifest(
-            _read_manifest(self.path / MANIFEST_FILE), self.embeddings.shape[0], self.path / MANIFEST_FILE
+        self.index = _validate_store_index(
+            _read_store_index(self.path / STORE_INDEX_FILE), self.embeddings.shape[0], self.path / STORE_INDEX_FILE
         )
         self.slice_labels: np.ndarray | None = self._read_slice_labels()
-        self._offsets = self.manifest["offset"].to_numpy()
-        self._counts = self.manifest["n_slices"].to_numpy()
-        self._ids = self.manifest["scan_id"].tolist()
-        self._patients = self.manifest["patient_id"].tolist()
-        self._labels = self.manifest["label"].to_numpy()
+        self._offsets = self.index["offset"].to_numpy()
+        self._counts = self.index["n_slices"].to_numpy()
+        self._ids = self.index["scan_id"].tolist()
+        self._patients = self.index["patient_id"].tolist()
+        self._labels = self.index["label"].to_numpy()
         if check_finite:
             self.check_finite()
 
@@ -233,10 +243,10 @@ class EmbeddingStore:
 
     def scan_of_row(self, row: int) -> str:
         """The scan id that owns embedding row ``row`` (or ``'<no scan>'`` for unowned rows)."""
-        offsets = self.manifest["offset"].to_numpy()
-        counts = self.manifest["n_slices"].to_numpy()
+        offsets = self.index["offset"].to_numpy()
+        counts = self.index["n_slices"].to_numpy()
         hit = np.flatnonzero((offsets <= row) & (row < offsets + counts))
-        return str(self.manifest["scan_id"].iloc[hit[0]]) if len(hit) else "<no scan>"
+        return str(self.index["scan_id"].iloc[hit[0]]) if len(hit) else "<no scan>"
 
     def check_finite(self) -> None:
         """Raise :class:`StoreError` naming the first scan with a NaN or infinite embedding value."""
@@ -305,7 +315,7 @@ class EmbeddingStore:
         return self._counts.copy()
 
     def bag(self, index: int) -> Bag:
-        """Scan ``index`` (0-based manifest row) as a :class:`Bag` of memory-mapped views."""
+        """Scan ``index`` (0-based store-index row) as a :class:`Bag` of memory-mapped views."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"{self.path}: scan index {index} out of range for {len(self)} scans")
         o, n = int(self._offsets[index]), int(self._counts[index])
@@ -322,7 +332,7 @@ class EmbeddingStore:
 class EmbeddingStoreWriter:
     """Stream scans into a new store; the folder appears only when the writer closes cleanly.
 
-    Rows are appended to a temporary folder beside ``path``; :meth:`close` writes the manifest, slice labels and
+    Rows are appended to a temporary folder beside ``path``; :meth:`close` writes the store index, slice labels and
     metadata and renames the folder into place (atomic on one file system). If the ``with`` block raises, the
     temporary folder is removed and nothing is left at ``path``.
 
@@ -438,7 +448,7 @@ class EmbeddingStoreWriter:
         self._emb.flush()
         os.fsync(self._emb.fileno())
         self._emb.close()
-        pd.DataFrame(self._rows, columns=list(MANIFEST_COLUMNS)).to_csv(self._tmp / MANIFEST_FILE, index=False)
+        pd.DataFrame(self._rows, columns=list(STORE_INDEX_COLUMNS)).to_csv(self._tmp / STORE_INDEX_FILE, index=False)
         if self._any_slice_labels:
             np.save(self._tmp / SLICE_LABELS_FILE, np.concatenate(self._slice_labels))
         meta = {
@@ -528,7 +538,7 @@ def import_flat_layout(
         tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         try:
-            for name in (EMBEDDINGS_FILE, MANIFEST_FILE, SLICE_LABELS_FILE):
+            for name in (EMBEDDINGS_FILE, STORE_INDEX_FILE, SLICE_LABELS_FILE):
                 if (Path(source) / name).is_file():
                     shutil.copy2(Path(source) / name, tmp / name)
             (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))

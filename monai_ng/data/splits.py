@@ -18,7 +18,6 @@ from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 __all__ = ["PAPER_SEEDS", "add_split_columns", "patient_level_split", "split_column"]
 
 PAPER_SEEDS: tuple[int, ...] = (1001, 2001, 3001)
-SPLIT_VALUES = ("train", "val", "test")
 
 
 def split_column(seed: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from monai_ng.embedding.encoder import FrozenSliceEncoder
 from monai_ng.embedding.extraction import (
     ConfigMismatchError,
     ExtractionConfig,
@@ -12,18 +13,20 @@ from monai_ng.embedding.extraction import (
     records_from_manifest,
     work_dir_for,
 )
-from monai_ng.embedding.stack_loading import CTSliceStackLoader, make_stack_loader, read_manifest_file
+from monai_ng.embedding.stack_loading import CTSliceStackLoader, make_stack_loader
+from monai_ng.embedding.weights import torchvision_vit_to_timm
 
 __all__ = [
     "CTSliceStackLoader",
     "ConfigMismatchError",
     "ExtractionConfig",
     "ExtractionResult",
+    "FrozenSliceEncoder",
     "ScanRecord",
     "ScanStackDataset",
     "extract_embeddings",
     "make_stack_loader",
-    "read_manifest_file",
     "records_from_manifest",
+    "torchvision_vit_to_timm",
     "work_dir_for",
 ]

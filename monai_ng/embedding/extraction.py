@@ -33,11 +33,10 @@ import logging
 import math
 import os
 import shutil
-import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from monai_ng.networks.encoder import FrozenSliceEncoder
+from monai_ng.data.scan_manifest import ENCODING_COLUMNS, validate_scan_manifest
+from monai_ng.embedding.encoder import FrozenSliceEncoder
 
 __all__ = [
     "ConfigMismatchError",
@@ -67,8 +67,6 @@ CONFIG_FILE = "config.json"
 SHARDS_DIR = "shards"
 FAILURES_FILE = "failures.csv"
 FAILURE_COLUMNS = ("scan_id", "file", "reason")
-# Deterministic test hook: SIGKILL this process after it has received this many scans from the loader.
-KILL_AFTER_SCANS_ENV = "MONAI_NG_EMBED_KILL_AFTER_SCANS"
 
 
 class ConfigMismatchError(ValueError):
@@ -152,71 +150,32 @@ class ExtractionResult:
 
 
 # ----------------------------------------------------------------------------------------------------------- manifest
-def _as_sequence(value: Any, what: str, scan_id: str) -> list[Any] | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text == "":
-            return None
-        if text.startswith("["):
-            return list(json.loads(text))
-        return [text]
-    if isinstance(value, (list, tuple, np.ndarray, pd.Series)):
-        return list(value)
-    raise ValueError(f"scan {scan_id!r}: {what} must be a list, got {type(value).__name__}")
-
-
 def records_from_manifest(manifest: pd.DataFrame) -> list[ScanRecord]:
     """Turn a scan manifest (one row per scan) into :class:`ScanRecord` s, in row order.
 
-    Required columns: ``scan_id``, ``patient_id``, ``label``, ``slice_files`` (a list, a JSON list string, or one path);
+    The manifest is checked by :func:`monai_ng.data.scan_manifest.validate_scan_manifest` with the encoding columns
+    required: ``scan_id``, ``patient_id``, ``label``, ``slice_files`` (a list, a JSON list string, or one path);
     optional ``slice_labels`` (list / JSON list of 1/0/-1, or empty).
 
     Raises:
+        TypeError: ``manifest`` is not a DataFrame.
         ValueError: missing column, duplicate scan id, bad label or a scan with no files; the message names the scan.
     """
-    if not isinstance(manifest, pd.DataFrame):
-        raise TypeError(f"manifest must be a pandas DataFrame, got {type(manifest).__name__}")
-    missing = [c for c in ("scan_id", "patient_id", "label", "slice_files") if c not in manifest.columns]
-    if missing:
-        raise ValueError(f"manifest lacks column(s) {missing}; found {list(manifest.columns)}")
+    frame = validate_scan_manifest(manifest, "manifest", required=ENCODING_COLUMNS)
+    has_sl = "slice_labels" in frame.columns
     records: list[ScanRecord] = []
-    seen: set[str] = set()
-    has_sl = "slice_labels" in manifest.columns
-    for i, row in enumerate(manifest.itertuples(index=False)):
-        scan_id = str(row.scan_id)
-        if not scan_id.strip():
-            raise ValueError(f"manifest row {i}: empty scan_id")
-        if scan_id in seen:
-            raise ValueError(f"manifest row {i}: scan {scan_id!r} appears more than once")
-        seen.add(scan_id)
-        try:
-            label = int(row.label)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"scan {scan_id!r}: label {row.label!r} is not an integer") from exc
-        if label not in (0, 1):
-            raise ValueError(f"scan {scan_id!r}: label {label} is not 0 or 1")
-        files = _as_sequence(row.slice_files, "slice_files", scan_id)
-        if not files:
-            raise ValueError(f"scan {scan_id!r}: no slice files")
-        labels = _as_sequence(row.slice_labels, "slice_labels", scan_id) if has_sl else None
-        if labels is not None:
-            labels = [int(v) for v in labels]
-            if any(v not in (-1, 0, 1) for v in labels):
-                raise ValueError(f"scan {scan_id!r}: slice labels must be 1, 0 or -1")
+    for i, row in enumerate(frame.itertuples(index=False)):
+        labels = row.slice_labels if has_sl else None
         records.append(
             ScanRecord(
                 index=i,
-                scan_id=scan_id,
+                scan_id=str(row.scan_id),
                 patient_id=str(row.patient_id),
-                label=label,
-                slice_files=tuple(str(f) for f in files),
-                slice_labels=None if labels is None else tuple(labels),
+                label=int(row.label),
+                slice_files=tuple(str(f) for f in row.slice_files),
+                slice_labels=None if labels is None else tuple(int(v) for v in labels),
             )
         )
-    if not records:
-        raise ValueError("manifest has no scans")
     return records
 
 
@@ -472,20 +431,6 @@ class _ChunkEncoder:
         return self.positions, per_scan, done
 
 
-def _kill_hook() -> Callable[[], None]:
-    limit = os.environ.get(KILL_AFTER_SCANS_ENV)
-    if not limit:
-        return lambda: None
-    remaining = [int(limit)]
-
-    def tick() -> None:
-        remaining[0] -= 1
-        if remaining[0] <= 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return tick
-
-
 # ---------------------------------------------------------------------------------------------------------- driver
 def extract_embeddings(
     records: Sequence[ScanRecord] | pd.DataFrame,
@@ -678,7 +623,6 @@ def _encode_chunks(
         smoothing=0.05,
         mininterval=1.0,
     )
-    tick = _kill_hook()
     current: int | None = None
     chunk_enc: _ChunkEncoder | None = None
     failures: list[dict[str, str]] = []
@@ -712,7 +656,6 @@ def _encode_chunks(
                     bar.update(per_scan_files[pos])
             else:
                 bar.update(chunk_enc.add(pos, item["stack"]))
-            tick()
         if chunk_enc is not None:
             close_chunk()
     finally:
@@ -787,16 +730,3 @@ def _finalise_failures(
     _atomic_write_bytes(out / FAILURES_FILE, text.getvalue().encode())
     if not cfg.keep_work_dir:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def iter_failures(store_path: str | os.PathLike) -> Iterator[dict[str, str]]:
-    """Rows of a store's ``failures.csv`` (scan_id, file, reason)."""
-    path = Path(store_path) / FAILURES_FILE
-    if path.is_file():
-        with open(path, newline="") as handle:
-            yield from csv.DictReader(handle)
-
-
-def config_as_dict(cfg: ExtractionConfig) -> dict[str, Any]:
-    """The extraction settings as a plain dict (for logs)."""
-    return asdict(cfg)

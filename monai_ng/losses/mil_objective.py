@@ -14,17 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from monai_ng.losses.normal_guidance import NormalGuidanceLoss
+from monai_ng.networks.mil_network import unpack_mil_output
 
-__all__ = ["MILObjective", "unpack_mil_output"]
-
-
-def unpack_mil_output(pred: Any) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(logits [B], attention [B, N, H], instance_logits [B, N] or None)`` from a network's output."""
-    if hasattr(pred, "logits") and hasattr(pred, "attention"):
-        return pred.logits, pred.attention, getattr(pred, "instance_logits", None)
-    if isinstance(pred, (tuple, list)) and len(pred) in (2, 3):
-        return pred[0], pred[1], pred[2] if len(pred) == 3 else None
-    raise TypeError(f"expected a MIL network output (logits, attention[, instance_logits]), got {type(pred).__name__}")
+__all__ = ["MILObjective"]
 
 
 class MILObjective(nn.Module):

@@ -8,13 +8,15 @@ For bag ``i`` with ``S`` valid slices and attention ``a_j`` (per head), ``j = 1.
     r_j     = N(j; mu, sigma) / sum_k N(k; mu, sigma)  (no gradient)
     D(r, a) = sum_j (r_j - a_j)^2  |  sum_j r_j log(r_j / a_j)  |  sum_j a_j log(a_j / r_j)
 
-averaged over heads, then over the guided bags.
+averaged over heads, then reduced over the guided bags (``reduction``).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from monai.utils import LossReduction
+from torch import Tensor
+from torch.nn.modules.loss import _Loss
 
 __all__ = ["NormalGuidanceLoss", "normal_reference", "DIVERGENCES", "GUIDE_MODES"]
 
@@ -72,8 +74,8 @@ def normal_reference(attention: Tensor, mask: Tensor | None = None, eps: float =
         return torch.softmax(log_r, dim=1).to(attention.dtype)
 
 
-class NormalGuidanceLoss(nn.Module):
-    """Normal Guidance penalty on MIL attention (Harvey, Loevlie & Hughes, 2026).
+class NormalGuidanceLoss(_Loss):
+    """Normal Guidance penalty on MIL attention (Harvey, Loevlie & Hughes, 2026), a MONAI-style loss.
 
     Args:
         divergence: ``"forward_kl"`` (sum r log(r/a), the paper's best), ``"reverse_kl"`` (sum a log(a/r)) or
@@ -82,15 +84,27 @@ class NormalGuidanceLoss(nn.Module):
         guide: which bags are guided. ``"all"`` (the paper), ``"positive"`` (label-1 bags only) or
             ``"positive_uniform_negative"`` (beyond the paper, one of its open problems: positive bags toward their
             normal, negative bags toward a uniform reference over their slices).
+        reduction: over the bags, as in MONAI losses: ``"mean"`` (the paper: mean over the guided bags, 0 when none
+            is guided), ``"sum"`` (sum over the guided bags) or ``"none"`` (the ``[B]`` penalty of every bag, 0 for
+            a bag that is not guided).
 
     Call as ``loss(attention, mask, labels=None)`` with ``attention`` ``[B, N]`` or ``[B, N, H]``, ``mask``
-    ``[B, N]`` bool and ``labels`` ``[B]`` (needed unless ``guide="all"``). Returns the scalar penalty: per bag and head
-    the divergence summed over valid slices, mean over heads, mean over the guided bags (0 when no bag is guided).
-    The weight lambda is applied by the training objective, :class:`monai_ng.losses.MILObjective`.
+    ``[B, N]`` bool and ``labels`` ``[B]`` (needed unless ``guide="all"``). The penalty of a bag is, per head, the
+    divergence summed over its valid slices, then the mean over heads. The weight lambda is applied by the training
+    objective, :class:`monai_ng.losses.MILObjective`.
     """
 
-    def __init__(self, divergence: str = "forward_kl", eps: float = 1e-6, guide: str = "all") -> None:
-        super().__init__()
+    def __init__(
+        self,
+        divergence: str = "forward_kl",
+        eps: float = 1e-6,
+        guide: str = "all",
+        reduction: LossReduction | str = LossReduction.MEAN,
+    ) -> None:
+        reductions = (LossReduction.MEAN.value, LossReduction.SUM.value, LossReduction.NONE.value)
+        if str(getattr(reduction, "value", reduction)) not in reductions:
+            raise ValueError(f"reduction must be one of {reductions}, got {reduction!r}")
+        super().__init__(reduction=LossReduction(reduction).value)
         if divergence not in DIVERGENCES:
             raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
         if guide not in GUIDE_MODES:
@@ -101,7 +115,7 @@ class NormalGuidanceLoss(nn.Module):
         self.eps = float(eps)
         self.guide = guide
 
-    def per_bag(self, attention: Tensor, mask: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+    def _every_bag(self, attention: Tensor, mask: Tensor | None, labels: Tensor | None) -> Tensor:
         """The penalty of every bag, ``[B]`` (mean over heads), before selecting guided bags."""
         attention, mask = _check_inputs(attention, mask)
         ref = normal_reference(attention, mask, self.eps)
@@ -129,10 +143,26 @@ class NormalGuidanceLoss(nn.Module):
         return labels
 
     def forward(self, attention: Tensor, mask: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
-        per_bag = self.per_bag(attention, mask, labels)
+        """The penalty reduced over the bags.
+
+        Args:
+            attention: ``[B, N]`` or ``[B, N, H]`` non-negative attention, summing to 1 over each bag's valid slices.
+            mask: ``[B, N]`` bool, True = valid slice; ``None`` = all valid.
+            labels: ``[B]`` bag labels (needed unless ``guide="all"``).
+
+        Returns:
+            A scalar for ``reduction="mean"`` / ``"sum"``; ``[B]`` for ``"none"``.
+        """
+        per_bag = self._every_bag(attention, mask, labels)
         if self.guide == "positive":
             selected = self._check_labels(labels, per_bag.shape[0]).to(per_bag.device) > 0.5
+            if self.reduction == LossReduction.NONE.value:
+                return torch.where(selected, per_bag, torch.zeros((), dtype=per_bag.dtype, device=per_bag.device))
             if not selected.any():
                 return per_bag.sum() * 0.0
-            return per_bag[selected].mean()
+            per_bag = per_bag[selected]
+        if self.reduction == LossReduction.SUM.value:
+            return per_bag.sum()
+        if self.reduction == LossReduction.NONE.value:
+            return per_bag
         return per_bag.mean()

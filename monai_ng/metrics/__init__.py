@@ -1,17 +1,19 @@
-"""Metrics: scan AUROC/AUPRC and slice localization (per-bag mean and pooled) as ignite metrics."""
+"""Metrics as ignite metrics: scan AUROC/AUPRC (ignite ``ROC_AUC`` / ``AveragePrecision``) and slice localization
+(per-bag mean and pooled)."""
 
 from __future__ import annotations
 
-from monai_ng.metrics.mil_metrics import (
+from monai_ng.metrics.localization import (
     LocalizationAUPRC,
     LocalizationAUROC,
     PooledLocalizationAUROC,
     PositiveAttentionMass,
-    ScanAUPRC,
-    ScanAUROC,
+    binary_auroc,
+    binary_average_precision,
     mil_output_transform,
     per_bag_localization,
 )
+from monai_ng.metrics.scan_metrics import ScanAUPRC, ScanAUROC, scan_output_transform
 
 __all__ = [
     "LocalizationAUPRC",
@@ -20,6 +22,9 @@ __all__ = [
     "PositiveAttentionMass",
     "ScanAUPRC",
     "ScanAUROC",
+    "binary_auroc",
+    "binary_average_precision",
     "mil_output_transform",
     "per_bag_localization",
+    "scan_output_transform",
 ]

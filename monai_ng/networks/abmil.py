@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from monai_ng.networks.bag_inputs import masked_softmax, prepare_bag
-from monai_ng.networks.mil_output import MILOutput
+from monai_ng.networks.bag_inputs import masked_softmax
+from monai_ng.networks.mil_network import MILNetwork, MILOutput
 
-__all__ = ["AttentionMIL"]
+__all__ = ["ABMIL"]
 
 
-class AttentionMIL(nn.Module):
+class ABMIL(MILNetwork):
     """Single-head attention MIL pooling with a linear scan classifier.
 
     Score per slice ``s_j = w^T h_j + c`` with ``h_j = tanh(V x_j + b_V)`` (ungated) or
@@ -33,18 +33,12 @@ class AttentionMIL(nn.Module):
         ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool -> ``MILOutput(logits [B], attention [B, N, 1])``.
     """
 
-    num_heads: int = 1
-
     def __init__(self, in_features: int = 768, hidden: int = 128, gated: bool = False, dropout: float = 0.0) -> None:
-        super().__init__()
-        if in_features < 1 or hidden < 1:
-            raise ValueError(f"AttentionMIL: in_features and hidden must be >= 1, got {in_features} and {hidden}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"AttentionMIL: dropout must be in [0, 1), got {dropout}.")
-        self.in_features = in_features
+        super().__init__(in_features, hidden=hidden, gated=gated, dropout=dropout)
+        self.check_int("hidden", hidden)
+        self.check_dropout(dropout)
         self.hidden = hidden
         self.gated = gated
-        self.num_heads = 1
         self.attention_v = nn.Linear(in_features, hidden)
         self.attention_u = nn.Linear(in_features, hidden) if gated else None
         self.attention_w = nn.Linear(hidden, 1)
@@ -68,11 +62,9 @@ class AttentionMIL(nn.Module):
         Returns:
             ``MILOutput(logits [B], attention [B, N, 1])``.
         """
-        x, mask = prepare_bag(x, mask, self.in_features, self.classifier.weight.dtype, model=type(self).__name__)
+        x, mask = self.prepare(x, mask)
         attention = masked_softmax(self.attention_scores(x), mask, dim=1)  # [B, N]
-        pooled = torch.einsum("bn,bnd->bd", attention, x)  # [B, D]
-        logits = self.classifier(pooled).squeeze(-1)
-        return MILOutput(logits=logits, attention=attention.unsqueeze(-1))
+        return self.attention_pool(attention, x)
 
     def flops_per_bag(self, n_slices: int) -> int:
         """Forward FLOPs for one bag of ``n_slices`` slices, counting 2 per multiply-add.

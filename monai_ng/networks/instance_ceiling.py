@@ -12,15 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from monai_ng.networks.bag_inputs import masked_softmax, prepare_bag
-from monai_ng.networks.mil_output import MILOutput
+from monai_ng.networks.bag_inputs import masked_softmax
+from monai_ng.networks.mil_network import MILNetwork, MILOutput
 
 __all__ = ["InstanceCeiling"]
 
 _SCAN_POOLINGS = ("max", "logsumexp")
 
 
-class InstanceCeiling(nn.Module):
+class InstanceCeiling(MILNetwork):
     """Depthwise slice convolution + per-slice linear classifier.
 
     ``z = DepthwiseConv1d_k(X)`` along the slices with "same" zero padding, ``instance_logits_j = Linear(D -> 1)(z_j)``.
@@ -45,24 +45,18 @@ class InstanceCeiling(nn.Module):
         [B, N, 1], instance_logits [B, N])`` with ``instance_logits`` ``-inf``-free and exactly 0 on padding.
     """
 
-    num_heads: int = 1
+    uses_slice_order = True
 
     def __init__(
         self, in_features: int = 768, kernel_size: int = 12, scan_pooling: str = "max", dropout: float = 0.0
     ) -> None:
-        super().__init__()
-        if in_features < 1:
-            raise ValueError(f"InstanceCeiling: in_features must be >= 1, got {in_features}.")
-        if kernel_size < 1:
-            raise ValueError(f"InstanceCeiling: kernel_size must be >= 1, got {kernel_size}.")
+        super().__init__(in_features, kernel_size=kernel_size, scan_pooling=scan_pooling, dropout=dropout)
+        self.check_int("kernel_size", kernel_size)
         if scan_pooling not in _SCAN_POOLINGS:
             raise ValueError(f"InstanceCeiling: scan_pooling must be one of {_SCAN_POOLINGS}, got {scan_pooling!r}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"InstanceCeiling: dropout must be in [0, 1), got {dropout}.")
-        self.in_features = in_features
+        self.check_dropout(dropout)
         self.kernel_size = kernel_size
         self.scan_pooling = scan_pooling
-        self.num_heads = 1
         self.pad_before = (kernel_size - 1) // 2
         self.pad_after = kernel_size - 1 - self.pad_before
         self.conv = nn.Conv1d(in_features, in_features, kernel_size, groups=in_features)
@@ -85,9 +79,7 @@ class InstanceCeiling(nn.Module):
         Returns:
             ``MILOutput(logits [B], attention [B, N, 1], instance_logits [B, N])``.
         """
-        x, mask = prepare_bag(
-            x, mask, self.in_features, self.classifier.weight.dtype, model=type(self).__name__, require_prefix=True
-        )
+        x, mask = self.prepare(x, mask)
         instance_logits = self.classifier(self.dropout(self.slice_features(x, mask))).squeeze(-1)
         instance_logits = instance_logits.masked_fill(~mask, 0.0)
         masked_logits = instance_logits.masked_fill(~mask, float("-inf"))
@@ -97,3 +89,11 @@ class InstanceCeiling(nn.Module):
             logits = torch.logsumexp(masked_logits, dim=1)
         attention = masked_softmax(instance_logits, mask, dim=1)
         return MILOutput(logits=logits, attention=attention.unsqueeze(-1), instance_logits=instance_logits)
+
+    def flops_per_bag(self, n_slices: int) -> int:
+        """Forward FLOPs for one bag of ``n_slices`` slices (2 per multiply-add).
+
+        Counts the depthwise convolution (``kernel_size`` taps per slice and channel) and the per-slice classifier.
+        """
+        n, d = int(n_slices), self.in_features
+        return 2 * n * d * self.kernel_size + 2 * n * d

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from monai_ng.networks.bag_inputs import masked_softmax, prepare_bag
-from monai_ng.networks.mil_output import MILOutput
+from monai_ng.networks.bag_inputs import masked_softmax
+from monai_ng.networks.mil_network import MILNetwork, MILOutput
 
-__all__ = ["SliceTransMIL", "SlicePPEG", "ClassTokenAttentionLayer"]
+__all__ = ["TransMIL", "SlicePPEG", "ClassTokenAttentionLayer"]
 
 
 class ClassTokenAttentionLayer(nn.Module):
@@ -148,58 +148,55 @@ class SlicePPEG(nn.Module):
         return y.squeeze(2).transpose(1, 2).masked_fill(~keep, 0.0)
 
 
-class SliceTransMIL(nn.Module):
+class TransMIL(MILNetwork):
     """TransMIL over CT slices with exact attention, batched with a key-padding mask.
 
-        Pipeline: ``Linear(D -> C) + ReLU`` input projection (Shao et al.'s ``_fc1``); prepend a learned class token;
-        ``num_layers`` :class:`ClassTokenAttentionLayer`; a :class:`SlicePPEG` on the slice tokens after the first layer
-        (only when another layer follows it); the scan logit is ``Linear(C -> 1)(LayerNorm(class token))``. The class
-        token is the multi-head pooled embedding (heads concatenated then projected by the attention output projection).
+    Pipeline: ``Linear(D -> C) + ReLU`` input projection (Shao et al.'s ``_fc1``); prepend a learned class token;
+    ``num_layers`` :class:`ClassTokenAttentionLayer`; a :class:`SlicePPEG` on the slice tokens after the first layer
+    (only when another layer follows it); the scan logit is ``Linear(C -> 1)(LayerNorm(class token))``. The class
+    token is the multi-head pooled embedding (heads concatenated then projected by the attention output projection).
 
-        Localization attention ``[B, N, H]``: in the last layer, the class-token query's softmax row over the slice keys,
-        per head, with the class token's own share removed and the row renormalised over the valid slices, i.e.
-        ``softmax_j(q_cls . k_j / sqrt(C/H))`` over valid slices ``j`` only. The last layer computes only the class-token
-        query row (its slice-token outputs would never be used), with the key and value projections folded into that
+    Localization attention ``[B, N, H]``: in the last layer, the class-token query's softmax row over the slice keys,
+    per head, with the class token's own share removed and the row renormalised over the valid slices, i.e.
+    ``softmax_j(q_cls . k_j / sqrt(C/H))`` over valid slices ``j`` only. The last layer computes only the class-token
+    query row (its slice-token outputs would never be used), with the key and value projections folded into that
     query; earlier layers use ``scaled_dot_product_attention``.
 
-        Args:
-            in_features: slice feature width ``D``.
-            dim: token width ``C`` (768 keeps the embedding width, as the Normal Guidance public code does, which has no
-                input projection at all).
-            num_heads: attention heads ``H`` (8 in the paper); ``dim`` must be divisible by it.
-            num_layers: attention layers (2 in the paper), at least 1.
-            dropout: dropout after the input projection and on each layer's attention output.
+    Args:
+        in_features: slice feature width ``D``.
+        hidden: token width ``C`` (768 keeps the embedding width, as the Normal Guidance public code does, which has no
+            input projection at all).
+        num_heads: attention heads ``H`` (8 in the paper); ``hidden`` must be divisible by it.
+        num_layers: attention layers (2 in the paper), at least 1.
+        dropout: dropout after the input projection and on each layer's attention output.
 
-        Shapes:
-            ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool (valid slices first, padding at the end) ->
-            ``MILOutput(logits [B], attention [B, N, H])``.
+    Shapes:
+        ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool (valid slices first, padding at the end) ->
+        ``MILOutput(logits [B], attention [B, N, H])``.
     """
 
+    uses_slice_order = True
+
     def __init__(
-        self, in_features: int = 768, dim: int = 768, num_heads: int = 8, num_layers: int = 2, dropout: float = 0.0
+        self, in_features: int = 768, hidden: int = 768, num_heads: int = 8, num_layers: int = 2, dropout: float = 0.0
     ) -> None:
-        super().__init__()
-        if in_features < 1 or dim < 1 or num_heads < 1:
-            raise ValueError(
-                f"SliceTransMIL: in_features, dim and num_heads must be >= 1, got {in_features}, {dim}, {num_heads}."
-            )
-        if dim % num_heads != 0:
-            raise ValueError(f"SliceTransMIL: dim={dim} must be divisible by num_heads={num_heads}.")
-        if num_layers < 1:
-            raise ValueError(f"SliceTransMIL: num_layers must be >= 1, got {num_layers}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"SliceTransMIL: dropout must be in [0, 1), got {dropout}.")
-        self.in_features = in_features
-        self.dim = dim
+        super().__init__(in_features, hidden=hidden, num_heads=num_heads, num_layers=num_layers, dropout=dropout)
+        self.check_int("hidden", hidden)
+        self.check_int("num_heads", num_heads)
+        self.check_int("num_layers", num_layers)
+        self.check_dropout(dropout)
+        if hidden % num_heads != 0:
+            raise ValueError(f"TransMIL: hidden={hidden} must be divisible by num_heads={num_heads}.")
+        self.hidden = hidden
         self.num_heads = num_heads
         self.num_layers = num_layers
-        self.input_projection = nn.Linear(in_features, dim)
+        self.input_projection = nn.Linear(in_features, hidden)
         self.input_dropout = nn.Dropout(dropout)
-        self.class_token = nn.Parameter(torch.randn(1, 1, dim))
-        self.layers = nn.ModuleList(ClassTokenAttentionLayer(dim, num_heads, dropout) for _ in range(num_layers))
-        self.ppeg = SlicePPEG(dim) if num_layers >= 2 else None
-        self.norm = nn.LayerNorm(dim)
-        self.classifier = nn.Linear(dim, 1)
+        self.class_token = nn.Parameter(torch.randn(1, 1, hidden))
+        self.layers = nn.ModuleList(ClassTokenAttentionLayer(hidden, num_heads, dropout) for _ in range(num_layers))
+        self.ppeg = SlicePPEG(hidden) if num_layers >= 2 else None
+        self.norm = nn.LayerNorm(hidden)
+        self.classifier = nn.Linear(hidden, 1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Classify each bag and return the last layer's per-head class-token attention over its slices.
@@ -211,14 +208,12 @@ class SliceTransMIL(nn.Module):
         Returns:
             ``MILOutput(logits [B], attention [B, N, H])``.
         """
-        x, mask = prepare_bag(
-            x, mask, self.in_features, self.classifier.weight.dtype, model=type(self).__name__, require_prefix=True
-        )
+        x, mask = self.prepare(x, mask)
         batch, length, _ = x.shape
         rows = mask.reshape(-1).nonzero().squeeze(1)  # the valid slices only go through the input projection
         projected = self.input_dropout(torch.relu(self.input_projection(x.reshape(batch * length, -1)[rows])))
-        slices = projected.new_zeros(batch * length, self.dim).index_copy(0, rows, projected)
-        slices = slices.view(batch, length, self.dim)  # [B, N, C], zeros on padding
+        slices = projected.new_zeros(batch * length, self.hidden).index_copy(0, rows, projected)
+        slices = slices.view(batch, length, self.hidden)  # [B, N, C], zeros on padding
         tokens = torch.cat([self.class_token.expand(batch, -1, -1), slices], dim=1)  # [B, 1 + N, C]
         key_mask = F.pad(mask, (1, 0), value=True)  # the class token is always a valid key
         for index, layer in enumerate(self.layers[:-1]):
@@ -238,7 +233,7 @@ class SliceTransMIL(nn.Module):
         folded into it (:meth:`ClassTokenAttentionLayer.class_token_forward`), ``8 C^2 + 4 H L C``. LayerNorm,
         softmax, ReLU, residual adds and biases are ignored (``O(L C)`` each).
         """
-        n, d, c = int(n_slices), self.in_features, self.dim
+        n, d, c = int(n_slices), self.in_features, self.hidden
         tokens = n + 1
         flops = 2 * n * d * c  # input projection
         full_layer = 2 * tokens * c * 3 * c + 2 * 2 * tokens * tokens * c + 2 * tokens * c * c

@@ -1,37 +1,19 @@
-"""CT ingest as MONAI transforms: DICOM/NIfTI series loading, HU, windows and slice stacks.
+"""CT ingest as MONAI transforms: series loading, CT windows / HU z-score, slice stacks.
 
-Series loading and header scanning: ``dicom_headers`` / ``series_loader``; windows / HU z-score: ``windowing``;
-slice stacks for the 2D encoder: ``slice_stack``.
+Each family has its array transforms in ``array.py`` and its dictionary transforms (``d`` / ``D`` / ``Dict``) in
+``dictionary.py``: ``series`` (``LoadCTSeries``, on top of :class:`monai_ng.io.CTSeriesReader`), ``windowing``
+(``CTWindows``, ``HUZScore``) and ``slice_stack`` (``CTSliceStack``).
 """
 
 from __future__ import annotations
 
-from monai_ng.transforms.dicom_headers import (
-    HEADER_TAGS,
-    HeaderScan,
-    SeriesGeometry,
-    SliceHeader,
-    analyze_series_geometry,
-    group_by_series,
-    header_from_dataset,
-    lenient_value_reading,
-    list_dicom_files,
-    order_series,
-    read_slice_header,
-    scan_headers,
-)
-from monai_ng.transforms.series_loader import (
-    LoadCTSeries,
-    LoadCTSeriesd,
-    decode_slice_hu,
-    dicom_affine,
-    fix_rsna_ich_wrap,
-    sign_extend,
-)
+from monai_ng.transforms.series import LoadCTSeries, LoadCTSeriesD, LoadCTSeriesd, LoadCTSeriesDict
 from monai_ng.transforms.slice_stack import (
     PER_SLICE_META_KEYS,
     CTSliceStack,
+    CTSliceStackD,
     CTSliceStackd,
+    CTSliceStackDict,
     map_slice_labels,
     pad_to_square_min,
     resample_slices,
@@ -41,47 +23,43 @@ from monai_ng.transforms.windowing import (
     NAMED_WINDOWS,
     WINDOW_PRESETS,
     CTWindows,
+    CTWindowsD,
     CTWindowsd,
+    CTWindowsDict,
     HUZScore,
+    HUZScoreD,
     HUZScored,
+    HUZScoreDict,
     apply_windows,
     resolve_windows,
     zscore_hu,
 )
 
 __all__ = [
-    "CTSliceStack",
-    "CTSliceStackd",
-    "CTWindows",
-    "CTWindowsd",
-    "HEADER_TAGS",
-    "HUZScore",
-    "HUZScored",
-    "HeaderScan",
-    "LoadCTSeries",
-    "LoadCTSeriesd",
     "NAMED_WINDOWS",
     "PER_SLICE_META_KEYS",
-    "SeriesGeometry",
-    "SliceHeader",
     "WINDOW_PRESETS",
-    "analyze_series_geometry",
+    "CTSliceStack",
+    "CTSliceStackD",
+    "CTSliceStackDict",
+    "CTSliceStackd",
+    "CTWindows",
+    "CTWindowsD",
+    "CTWindowsDict",
+    "CTWindowsd",
+    "HUZScore",
+    "HUZScoreD",
+    "HUZScoreDict",
+    "HUZScored",
+    "LoadCTSeries",
+    "LoadCTSeriesD",
+    "LoadCTSeriesDict",
+    "LoadCTSeriesd",
     "apply_windows",
-    "decode_slice_hu",
-    "dicom_affine",
-    "fix_rsna_ich_wrap",
-    "group_by_series",
-    "header_from_dataset",
-    "lenient_value_reading",
-    "list_dicom_files",
     "map_slice_labels",
-    "order_series",
     "pad_to_square_min",
-    "read_slice_header",
     "resample_slices",
     "resolve_windows",
-    "scan_headers",
-    "sign_extend",
     "slice_resampling_weights",
     "zscore_hu",
 ]

@@ -1,0 +1,173 @@
+"""``monai-ng experiment``: run the method comparison (splits x grid x methods) on an embedding store.
+
+Runs on any store (``--data``), e.g. one written by ``monai-ng embed`` or ``monai-ng synthetic``. Every default
+comes from :class:`monai_ng.experiment.ExperimentConfig`; ``monai-ng experiment --list`` prints the method names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from monai_ng.cli._arguments import dataclass_defaults, float_list, int_list, show_default
+from monai_ng.data.embedding_store import StoreError
+from monai_ng.experiment import ExperimentConfig, MethodSpec, default_methods, run_experiment
+
+__all__ = [
+    "add_grid_arguments",
+    "config_from_args",
+    "configure_parser",
+    "invalid_config",
+    "prepare",
+    "run",
+    "run_methods",
+    "select_methods",
+]
+
+#: TransMIL token width used when ``--transmil-dim`` is not given (the default of :func:`default_methods`).
+TRANSMIL_DIM = inspect.signature(default_methods).parameters["transmil_dim"].default
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser, defaults: ExperimentConfig) -> None:
+    """The method, grid and training options shared by ``experiment`` and ``demo``; unset options stay None.
+
+    Args:
+        parser: the command's parser.
+        defaults: the configuration whose values unset options take (shown in the help).
+    """
+    d = dataclass_defaults(defaults)
+    parser.add_argument("--methods", default=None, help="comma-separated method names (default: all); see --list")
+    parser.add_argument("--list", action="store_true", help="list the method names and exit")
+    parser.add_argument(
+        "--lrs", type=float_list, default=None, help=f"learning rates (default: {show_default(d['lrs'])})"
+    )
+    parser.add_argument(
+        "--ng-weights", type=float_list, default=None, help=f"NG lambdas (default: {show_default(d['ng_weights'])})"
+    )
+    parser.add_argument(
+        "--l1-weights", type=float_list, default=None, help=f"L1 alphas (default: {show_default(d['l1_weights'])})"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help=f"epochs per run (default: {d['max_epochs']})")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"bags per batch (default: {d['batch_size']})")
+    parser.add_argument(
+        "--seeds",
+        type=int_list,
+        default=None,
+        help=f"split seeds (default and paper: {show_default(d['seeds'])})",
+    )
+    parser.add_argument(
+        "--transmil-dim", type=int, default=TRANSMIL_DIM, help="TransMIL token width (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--train-above-val", action="store_true", help="select only epochs whose train AUROC exceeds val AUROC"
+    )
+    parser.add_argument("--device", default=None, help=f"torch device (default: {d['device']})")
+    parser.add_argument(
+        "--workers", type=int, default=None, help=f"DataLoader worker processes (default: {d['num_workers']})"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (1 is fastest on a busy 2-core machine)"
+    )
+
+
+def config_from_args(args: argparse.Namespace, defaults: ExperimentConfig) -> ExperimentConfig:
+    """``defaults`` with the options given on the command line replacing its values."""
+
+    def pick(value, default):
+        return default if value is None else value
+
+    return ExperimentConfig(
+        lrs=pick(args.lrs, defaults.lrs),
+        ng_weights=pick(args.ng_weights, defaults.ng_weights),
+        l1_weights=pick(args.l1_weights, defaults.l1_weights),
+        max_epochs=pick(args.epochs, defaults.max_epochs),
+        batch_size=pick(args.batch_size, defaults.batch_size),
+        seeds=pick(args.seeds, defaults.seeds),
+        require_train_above_val=args.train_above_val or defaults.require_train_above_val,
+        device=pick(args.device, defaults.device),
+        num_workers=pick(args.workers, defaults.num_workers),
+    )
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``experiment`` options to ``parser``."""
+    parser.add_argument("--data", type=Path, default=None, help="embedding store folder (required unless --list)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (required unless --list)")
+    add_grid_arguments(parser, ExperimentConfig())
+
+
+def select_methods(args: argparse.Namespace) -> list[MethodSpec] | None:
+    """The methods named by ``--methods`` (all by default); prints the error and returns None for unknown names."""
+    methods = default_methods(transmil_dim=args.transmil_dim)
+    if not args.methods:
+        return methods
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    known = {m.name: m for m in methods}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        print(f"unknown method(s) {unknown}; known: {list(known)}", file=sys.stderr)
+        return None
+    return [known[w] for w in wanted]
+
+
+def prepare(args: argparse.Namespace) -> int | None:
+    """Logging, ``--threads`` and ``--list``: an exit status when the command is done (or failed), else None."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("ignite", "monai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if args.threads is not None:
+        if args.threads < 1:
+            print("--threads must be >= 1", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+    if args.list:
+        print("\n".join(m.name for m in default_methods(transmil_dim=args.transmil_dim)))
+        return 0
+    return None
+
+
+def invalid_config(cfg: ExperimentConfig) -> bool:
+    """Print the error and return True when ``--epochs`` or ``--batch-size`` is below 1."""
+    if cfg.max_epochs < 1 or cfg.batch_size < 1:
+        print("--epochs and --batch-size must be >= 1", file=sys.stderr)
+        return True
+    return False
+
+
+def run_methods(data: Path, out: Path, methods: list[MethodSpec], cfg: ExperimentConfig) -> int:
+    """Run the experiment and print the results table; returns the exit status."""
+    t0 = time.perf_counter()
+    try:
+        results = run_experiment(data, out, methods, cfg)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print((out / "results.md").read_text())
+    print(f"{len(results)} method x split results in {time.perf_counter() - t0:.0f} s; written to {out}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the experiment described by ``args``; prints the results table."""
+    status = prepare(args)
+    if status is not None:
+        return status
+    missing = [flag for flag, value in (("--data", args.data), ("--out", args.out)) if value is None]
+    if missing:
+        print(
+            f"monai-ng experiment: error: the following arguments are required: {', '.join(missing)}", file=sys.stderr
+        )
+        return 2
+    methods = select_methods(args)
+    if methods is None:
+        return 2
+    cfg = config_from_args(args, ExperimentConfig())
+    if invalid_config(cfg):
+        return 2
+    return run_methods(args.data, Path(args.out), methods, cfg)

@@ -1,0 +1,67 @@
+"""Scan-level AUROC and AUPRC of MIL networks: ignite's ``ROC_AUC`` / ``AveragePrecision`` on the scan logits.
+
+Both read the engine output of :mod:`monai_ng.engines` (``output["pred"]`` the network's ``MILOutput``,
+``output["label"]["label"]`` the scan labels) through :func:`scan_output_transform`, accumulate the epoch as ignite's
+``EpochMetric`` does and score it with scikit-learn (``roc_auc_score`` / ``average_precision_score``). An epoch with a
+single scan class has no AUROC/AUPRC: it gives NaN with a warning instead of an exception.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from ignite.metrics import ROC_AUC, AveragePrecision, EpochMetric
+
+from monai_ng.networks.mil_network import unpack_mil_output
+
+__all__ = ["scan_output_transform", "ScanAUROC", "ScanAUPRC"]
+
+
+def scan_output_transform(output: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Engine output -> ``(logits [B] float32, scan labels [B] float32)``."""
+    logits, _, _ = unpack_mil_output(output["pred"])
+    return logits.detach().float().reshape(-1), output["label"]["label"].detach().float().reshape(-1)
+
+
+def _single_class(metric: EpochMetric) -> bool:
+    """True when the accumulated scan labels hold one class only (and at least one scan)."""
+    return bool(metric._targets) and torch.unique(torch.cat(metric._targets)).numel() < 2
+
+
+class ScanAUROC(ROC_AUC):
+    """AUROC of the scan logits against the scan labels over the epoch (NaN with a warning if one class only).
+
+    Args:
+        output_transform: engine output -> ``(logits [B], labels [B])``.
+        device: where the epoch's scores are stored.
+    """
+
+    def __init__(self, output_transform: Callable = scan_output_transform, device: str | torch.device = "cpu") -> None:
+        super().__init__(output_transform=output_transform, device=device)
+
+    def compute(self) -> float:
+        if _single_class(self):
+            warnings.warn("ScanAUROC: only one class present; returning NaN", stacklevel=2)
+            return float("nan")
+        return float(super().compute())
+
+
+class ScanAUPRC(AveragePrecision):
+    """Average precision of the scan logits against the scan labels over the epoch (NaN if one class only).
+
+    Args:
+        output_transform: engine output -> ``(logits [B], labels [B])``.
+        device: where the epoch's scores are stored.
+    """
+
+    def __init__(self, output_transform: Callable = scan_output_transform, device: str | torch.device = "cpu") -> None:
+        super().__init__(output_transform=output_transform, device=device)
+
+    def compute(self) -> float:
+        if _single_class(self):
+            warnings.warn("ScanAUPRC: only one class present; returning NaN", stacklevel=2)
+            return float("nan")
+        return float(super().compute())

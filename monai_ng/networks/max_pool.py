@@ -1,0 +1,48 @@
+"""Max pooling MIL: the scan logit is the largest per-slice score (the standard MIL pooling, e.g. Ilse et al., 2018)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from monai_ng.networks.mil_network import MILNetwork, MILOutput
+
+__all__ = ["MaxPoolMIL"]
+
+
+class MaxPoolMIL(MILNetwork):
+    """Max pooling of per-slice scores: ``s_j = Linear(D -> 1)(x_j)``, scan logit ``max_j s_j`` over valid slices.
+
+    The attention reported for localization is the per-slice score normalised over the bag, ``softmax_j(s_j)`` over
+    the valid slices: it ranks slices exactly as the scores do, but it does not weight the pooling (the pooling is a
+    hard max).
+
+    Args:
+        in_features: slice feature width ``D``.
+
+    Shapes:
+        ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool -> ``MILOutput(logits [B], attention [B, N, 1])``.
+    """
+
+    def __init__(self, in_features: int = 768) -> None:
+        super().__init__(in_features)
+        self.classifier = nn.Linear(in_features, 1)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
+        """Score every slice and take the maximum over the valid slices of each bag.
+
+        Args:
+            x: ``[B, N, D]`` slice features (cast to the parameter dtype).
+            mask: ``[B, N]`` bool, True = valid slice; ``None`` = all valid.
+
+        Returns:
+            ``MILOutput(logits [B], attention [B, N, 1])``.
+        """
+        x, mask = self.prepare(x, mask)
+        scores = self.classifier(x).squeeze(-1).masked_fill(~mask, float("-inf"))  # [B, N]
+        logits = scores.max(dim=1).values
+        attention = scores.softmax(dim=1)
+        return MILOutput(logits=logits, attention=attention.unsqueeze(-1))
+
+    def flops_per_bag(self, n_slices: int) -> int:
+        """Forward FLOPs for one bag of ``n_slices`` slices (2 per multiply-add): the per-slice classifier."""
+        return 2 * int(n_slices) * self.in_features

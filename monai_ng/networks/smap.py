@@ -1,0 +1,203 @@
+"""Smooth attention MIL pooling (SmAP): attention with the Sm operator over the slice chain graph.
+
+Castro-Macias, Morales-Alvarez, Wu, Molina & Katsaggelos, "Sm: enhanced localization in Multiple Instance Learning
+for medical imaging classification", NeurIPS 2024. As run in Harvey, Loevlie & Hughes, "Normal Guidance is what
+Attention Needs" (2026): ``G <- alpha * A_hat G + (1 - alpha) U`` for ``T = 10`` steps, ``alpha`` learnable
+(sigmoid, init 0.5), tanh attention with hidden width 128, spectral norm on the attention's linear layers.
+
+The slices of a scan form a chain graph (edge between slices ``i`` and ``i + 1``). ``A_hat = D^{-1/2} A D^{-1/2}``
+is its symmetric-normalised adjacency restricted to each bag's valid slices, applied as a batched neighbour sum
+(never an ``N x N`` matrix).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from monai_ng.networks.bag_inputs import masked_softmax
+from monai_ng.networks.mil_network import MILNetwork, MILOutput
+
+__all__ = ["SmAPMIL", "chain_edge_weights", "chain_adjacency_apply", "chain_smooth"]
+
+_SMOOTH_POSITIONS = ("early", "mid", "late")
+
+
+def chain_edge_weights(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Symmetric-normalised weights of the chain-graph edges ``(i, i + 1)`` of each bag.
+
+    Args:
+        mask: ``[B, N]`` bool, True = valid slice. An edge exists when both of its slices are valid.
+        dtype: floating dtype of the result.
+
+    Returns:
+        ``[B, N - 1]``: ``1 / sqrt(deg_i * deg_{i+1})`` on existing edges, 0 elsewhere, with ``deg`` the number of
+        valid neighbours (1 at a bag's ends, 0 for a bag of a single slice).
+    """
+    edges = (mask[:, :-1] & mask[:, 1:]).to(dtype)  # [B, N - 1]
+    degree = F.pad(edges, (1, 0)) + F.pad(edges, (0, 1))  # [B, N]
+    inv_sqrt = torch.where(degree > 0, degree.clamp_min(1.0).rsqrt(), 0.0)
+    return edges * inv_sqrt[:, :-1] * inv_sqrt[:, 1:]
+
+
+def chain_adjacency_apply(g: Tensor, edge_weights: Tensor) -> Tensor:
+    """``A_hat @ g`` for every bag of a batch without forming ``A_hat``.
+
+    ``(A_hat g)_i = w_{i-1} g_{i-1} + w_i g_{i+1}`` with ``w`` from :func:`chain_edge_weights`. A slice with no valid
+    neighbour (padding, or the only slice of a bag) gets an all-zero row: ``(A_hat g)_i = 0``.
+
+    Args:
+        g: ``[B, N, F]`` node features.
+        edge_weights: ``[B, N - 1]`` from :func:`chain_edge_weights`.
+
+    Returns:
+        ``[B, N, F]``.
+    """
+    w = edge_weights.unsqueeze(-1)
+    from_previous = F.pad(w * g[:, :-1], (0, 0, 1, 0))  # slice i receives w_{i-1} g_{i-1}
+    from_next = F.pad(w * g[:, 1:], (0, 0, 0, 1))  # slice i receives w_i g_{i+1}
+    return from_previous + from_next
+
+
+def chain_smooth(u: Tensor, mask: Tensor, alpha: Tensor | float, num_steps: int) -> Tensor:
+    """The approximate Sm operator on the slice chain: ``G_0 = U``, ``G_t = alpha A_hat G_{t-1} + (1 - alpha) U``.
+
+    Each step is three fused passes (copy of ``(1 - alpha) U`` plus two in-place neighbour ``addcmul``), batched over
+    bags; nothing ``N x N`` is formed.
+
+    Args:
+        u: ``[B, N, F]`` per-slice features (padded slices should be 0; they stay ``(1 - alpha) U`` there).
+        mask: ``[B, N]`` bool, True = valid slice.
+        alpha: smoothing strength in ``(0, 1)``, scalar tensor or float.
+        num_steps: number of iterations ``T`` (0 returns ``U``).
+
+    Returns:
+        ``G_T`` ``[B, N, F]``. For a bag of one slice ``A_hat`` is 0, so ``G_T = (1 - alpha) U`` for ``T >= 1``.
+    """
+    if num_steps == 0:
+        return u
+    scaled = (alpha * chain_edge_weights(mask, u.dtype)).unsqueeze(-1)  # [B, N - 1, 1]
+    anchor = (1.0 - alpha) * u
+    g = u
+    for _ in range(num_steps):
+        nxt = anchor.clone()
+        nxt[:, 1:].addcmul_(scaled, g[:, :-1])  # slice i receives alpha w_{i-1} g_{i-1}
+        nxt[:, :-1].addcmul_(scaled, g[:, 1:])  # slice i receives alpha w_i g_{i+1}
+        g = nxt
+    return g
+
+
+class SmAPMIL(MILNetwork):
+    """Attention MIL with the Sm smoothing operator over the slice chain (SmAP).
+
+    Scores ``s = w^T tanh(V x + b) + c`` as in ABMIL, with the Sm operator applied at ``smooth_at``:
+
+    - ``"early"`` (default, as in the Sm authors' and the Normal Guidance code): smooth the slice features,
+      ``s = w^T tanh(V Sm(X) + b)``; spectral norm on ``V`` and ``w``. Sm acts along slices and ``V`` along
+      features, so this is computed as ``Sm(X V^T)`` on ``hidden`` channels rather than ``D`` (same values).
+    - ``"mid"``: smooth the hidden pre-activation, ``s = w^T tanh(Sm(V X))``; spectral norm on ``w``.
+    - ``"late"``: smooth the scores, ``s = Sm(w^T tanh(V X))``; no spectral norm (as in the Sm authors' code).
+
+    Attention ``a = softmax(s)`` over the valid slices; the scan logit is ``Linear(D -> 1)`` (not spectral-normed) of
+    the attention-pooled *unsmoothed* features ``sum_j a_j x_j``, as in the Normal Guidance code.
+
+    Note: with ``spectral_norm=True`` each training-mode forward runs one power iteration that updates the norm
+    estimate, so two training-mode calls on the same input differ slightly; eval mode is deterministic.
+
+    Args:
+        in_features: slice feature width ``D``.
+        hidden: attention hidden width (128).
+        num_steps: Sm iterations ``T`` (10).
+        alpha_init: initial ``alpha = sigmoid(alpha_logit)``, in ``(0, 1)``.
+        spectral_norm: apply spectral normalisation to the attention layers listed above.
+        smooth_at: ``"early"``, ``"mid"`` or ``"late"``.
+
+    Shapes:
+        ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool (valid slices first) -> ``MILOutput(logits [B], attention
+        [B, N, 1])``.
+    """
+
+    uses_slice_order = True
+
+    def __init__(
+        self,
+        in_features: int = 768,
+        hidden: int = 128,
+        num_steps: int = 10,
+        alpha_init: float = 0.5,
+        spectral_norm: bool = True,
+        smooth_at: str = "early",
+    ) -> None:
+        super().__init__(
+            in_features,
+            hidden=hidden,
+            num_steps=num_steps,
+            alpha_init=alpha_init,
+            spectral_norm=spectral_norm,
+            smooth_at=smooth_at,
+        )
+        self.check_int("hidden", hidden)
+        self.check_int("num_steps", num_steps, minimum=0)
+        if not 0.0 < alpha_init < 1.0:
+            raise ValueError(f"SmAPMIL: alpha_init must be in (0, 1), got {alpha_init}.")
+        if smooth_at not in _SMOOTH_POSITIONS:
+            raise ValueError(f"SmAPMIL: smooth_at must be one of {_SMOOTH_POSITIONS}, got {smooth_at!r}.")
+        self.hidden = hidden
+        self.num_steps = num_steps
+        self.smooth_at = smooth_at
+        self.alpha_logit = nn.Parameter(torch.tensor(math.log(alpha_init / (1.0 - alpha_init))))
+        self.attention_v: nn.Module = nn.Linear(in_features, hidden)
+        self.attention_w: nn.Module = nn.Linear(hidden, 1)
+        if spectral_norm and smooth_at == "early":
+            self.attention_v = _spectral_norm(self.attention_v)
+        if spectral_norm and smooth_at in ("early", "mid"):
+            self.attention_w = _spectral_norm(self.attention_w)
+        self.classifier = nn.Linear(in_features, 1)
+
+    @property
+    def alpha(self) -> Tensor:
+        """The smoothing strength ``sigmoid(alpha_logit)`` (scalar tensor)."""
+        return torch.sigmoid(self.alpha_logit)
+
+    def attention_scores(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Unnormalised, smoothed attention scores ``[B, N]`` for cast, zero-padded ``x`` ``[B, N, D]``."""
+        alpha = self.alpha
+        if self.smooth_at == "early":  # Sm(X) V^T = Sm(X V^T): smooth `hidden` channels instead of D
+            h = chain_smooth(F.linear(x, self.attention_v.weight), mask, alpha, self.num_steps)
+            h = h + self.attention_v.bias
+        else:
+            h = self.attention_v(x)
+        if self.smooth_at == "mid":
+            h = chain_smooth(h.masked_fill(~mask.unsqueeze(-1), 0.0), mask, alpha, self.num_steps)
+        s = self.attention_w(torch.tanh(h))
+        if self.smooth_at == "late":
+            s = chain_smooth(s.masked_fill(~mask.unsqueeze(-1), 0.0), mask, alpha, self.num_steps)
+        return s.squeeze(-1)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
+        """Pool the slices of each bag with smoothed attention.
+
+        Args:
+            x: ``[B, N, D]`` slice features (cast to the parameter dtype).
+            mask: ``[B, N]`` bool, True = valid slice, valid slices first; ``None`` = all valid.
+
+        Returns:
+            ``MILOutput(logits [B], attention [B, N, 1])``.
+        """
+        x, mask = self.prepare(x, mask)
+        attention = masked_softmax(self.attention_scores(x, mask), mask, dim=1)  # [B, N]
+        return self.attention_pool(attention, x)
+
+    def flops_per_bag(self, n_slices: int) -> int:
+        """Forward FLOPs for one bag of ``n_slices`` slices, counting 2 per multiply-add.
+
+        Counts the matrix products (attention projections, pooling, classifier). The Sm iterations
+        (``O(T * N * hidden)`` neighbour sums at ``"early"``/``"mid"``, ``O(T * N)`` at ``"late"``), tanh, softmax and
+        the spectral-norm power iteration are element-wise or ``O(D * hidden)`` and are ignored.
+        """
+        n, d, h = int(n_slices), self.in_features, self.hidden
+        return 2 * n * d * h + 2 * n * h + 2 * n * d + 2 * d

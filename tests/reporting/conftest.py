@@ -1,0 +1,133 @@
+"""Phantom CT series written with pydicom, and results scored on them, for the reporting tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from monai_ng.reporting.scan_result import ScanResult, SliceScore
+
+# Identifier markers: none of these strings may appear in a JSON/CSV/PNG output.
+PATIENT_NAME = "Zzmarker^Quintessa"
+PATIENT_ID = "PIDMARKER7731"
+BIRTH_DATE = "19230517"
+ACCESSION = "ACCMARK99"
+MARKERS = (PATIENT_NAME, "Zzmarker", "Quintessa", PATIENT_ID, BIRTH_DATE, ACCESSION)
+
+SCORES = (0.02, 0.05, 0.30, 0.20, 0.20, 0.12, 0.08, 0.03)  # a tie at 0.20 between slices 3 and 4
+
+
+def write_ct_series(
+    folder: Path, n: int = 8, study_uid: str | None = None, z0: float = -40.0, dz: float = 5.0, shuffle: bool = True
+) -> list[Dataset]:
+    """Write ``n`` 16x16 CT slices of one series, return their headers (read back with ``stop_before_pixels``).
+
+    Headers are returned inferior→superior (increasing z); files are written in shuffled instance order.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid()
+    series_uid = generate_uid()
+    frame_uid = generate_uid()
+    rng = np.random.default_rng(0)
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    paths = []
+    for j in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PatientName = PATIENT_NAME
+        ds.PatientID = PATIENT_ID
+        ds.PatientBirthDate = BIRTH_DATE
+        ds.PatientSex = "F"
+        ds.AccessionNumber = ACCESSION
+        ds.StudyID = "1"
+        ds.StudyDate = "20240102"
+        ds.StudyTime = "101500"
+        ds.ReferringPhysicianName = ""
+        ds.Modality = "CT"
+        ds.Manufacturer = "phantom"
+        ds.SeriesNumber = 3
+        ds.InstanceNumber = int(order[j]) + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImagePositionPatient = [-8.0, -8.0, z0 + dz * j]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [1.0, 1.0]
+        ds.SliceThickness = dz
+        ds.KVP = 120
+        ds.RescaleIntercept = -1024
+        ds.RescaleSlope = 1
+        ds.Rows = ds.Columns = 16
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.PixelData = (rng.integers(900, 1200, size=(16, 16)).astype(np.uint16)).tobytes()
+        path = folder / f"IM{int(order[j]):04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+
+
+def result_for(
+    headers: list[Dataset], scan_id: str = "scan001", probability: float = 0.87, scores=SCORES
+) -> ScanResult:
+    """A ScanResult over ``headers`` (inferior→superior) with the given slice scores."""
+    assert len(scores) == len(headers)
+    return ScanResult(
+        scan_id=scan_id,
+        scan_probability=probability,
+        threshold=0.5,
+        study_instance_uid=str(headers[0].StudyInstanceUID),
+        series_instance_uid=str(headers[0].SeriesInstanceUID),
+        slices=tuple(
+            SliceScore(
+                index=i,
+                score=s,
+                z_mm=float(ds.ImagePositionPatient[2]),
+                sop_instance_uid=str(ds.SOPInstanceUID),
+                sop_class_uid=str(ds.SOPClassUID),
+            )
+            for i, (ds, s) in enumerate(zip(headers, scores, strict=True))
+        ),
+    )
+
+
+@pytest.fixture
+def ct_headers(tmp_path) -> list[Dataset]:
+    return write_ct_series(tmp_path / "ct")
+
+
+@pytest.fixture
+def make_series() -> Callable[..., list[Dataset]]:
+    return write_ct_series
+
+
+@pytest.fixture
+def scan_result(ct_headers) -> ScanResult:
+    return result_for(ct_headers)
+
+
+@pytest.fixture
+def make_result() -> Callable[..., ScanResult]:
+    return result_for
+
+
+@pytest.fixture
+def identifier_markers() -> tuple[str, ...]:
+    return MARKERS
