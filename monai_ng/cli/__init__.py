@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("monai_ng.cli.phantom", "write phantom CT series (DICOM / NIfTI) in the RSNA layouts"),
     "ingest": ("monai_ng.cli.ingest", "convert a dataset download (RSNA or a registered adapter) to a scan manifest"),
     "embed": ("monai_ng.cli.embed", "encode scans with a frozen ViT into an embedding store"),
+    "bundle": (
+        "monai_ng.cli.bundle",
+        "MONAI bundles: `bundle package BUNDLE --out DIR` writes the model zoo's release zip",
+    ),
 }
 
 
