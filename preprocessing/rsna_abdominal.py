@@ -26,7 +26,6 @@ from typing import Any
 
 import pandas as pd
 
-from monai_ng.data.dataset_adapter import DatasetAdapter
 from monai_ng.data.rsna_schema import ABDOMINAL_IMAGE_COLUMNS as _IMAGE_COLUMNS
 from monai_ng.data.rsna_schema import ABDOMINAL_IMAGE_CSV as IMAGE_CSV
 from monai_ng.data.rsna_schema import ABDOMINAL_SERIES_COLUMNS as _SERIES_COLUMNS
@@ -35,8 +34,7 @@ from monai_ng.data.rsna_schema import ABDOMINAL_TRAIN_COLUMNS as _TRAIN_COLUMNS
 from monai_ng.data.rsna_schema import ABDOMINAL_TRAIN_CSV as TRAIN_CSV
 from monai_ng.data.scan_manifest import scan_manifest_row
 from monai_ng.io.header_scan import group_by_series
-from monai_ng.io.series_geometry import order_series
-from preprocessing.rsna_common import read_dicom_headers, require_dir
+from preprocessing.rsna_common import RsnaAdapter, order_or_record, read_dicom_headers, require_dir
 
 __all__ = [
     "ABDOMINAL_TARGETS",
@@ -146,11 +144,10 @@ def build_abdominal_manifest(
         if patient_id not in train.index:
             failures.append((f"scan {series_id}", f"patient_id {patient_id} not in {TRAIN_CSV}; scan dropped"))
             continue
-        try:
-            ordered, geometry = order_series(group)
-        except ValueError as exc:
-            failures.append((f"scan {series_id}", str(exc)))
+        result = order_or_record(group, series_id, failures)
+        if result is None:
             continue
+        ordered, geometry = result
         label = _scan_label(train.loc[patient_id], target)
         instances = [str(h.instance_number) if h.instance_number is not None else Path(h.path).stem for h in ordered]
         listed = positives.get((patient_id, series_id), set())
@@ -177,11 +174,12 @@ def build_abdominal_manifest(
     return pd.DataFrame(rows), failures
 
 
-class AbdominalAdapter(DatasetAdapter):
+class AbdominalAdapter(RsnaAdapter):
     """``monai-ng ingest --dataset abdominal [--target T]``: :func:`build_abdominal_manifest`."""
 
     name = "abdominal"
     description = "RSNA Abdominal Trauma Detection 2023"
+    build = staticmethod(build_abdominal_manifest)
 
     def add_arguments(self, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         parser.add_argument(
@@ -193,15 +191,6 @@ class AbdominalAdapter(DatasetAdapter):
 
     def options(self, args: argparse.Namespace) -> dict[str, Any]:
         return {"target": args.target}
-
-    def build_manifest(
-        self,
-        root: str | os.PathLike,
-        workers: int = 1,
-        progress: bool = True,
-        target: str = "bowel_or_extravasation",
-    ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-        return build_abdominal_manifest(root, workers=workers, progress=progress, target=target)
 
 
 #: The adapter registered under the ``monai_ng.dataset_adapters`` entry point ``abdominal``.

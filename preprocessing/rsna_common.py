@@ -1,21 +1,44 @@
-"""Helpers shared by the RSNA dataset adapters: header reading, series ordering, per-image label lookup."""
+"""Helpers shared by the RSNA dataset adapters: the adapter class, header reading, series ordering, per-image label
+lookup."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
+
+from monai_ng.data.dataset_adapter import DatasetAdapter
 from monai_ng.io.dicom_header import SliceHeader
 from monai_ng.io.header_scan import group_by_series, scan_headers
 from monai_ng.io.series_geometry import SeriesGeometry, order_series
 
 __all__ = [
+    "RsnaAdapter",
     "lookup_slice_labels",
+    "order_or_record",
     "ordered_series",
     "read_dicom_headers",
     "report_orphans",
     "require_dir",
 ]
+
+
+class RsnaAdapter(DatasetAdapter):
+    """A dataset adapter whose manifest is built by one function of its module.
+
+    Subclasses set ``name``, ``description`` and ``build`` (``staticmethod(build_<dataset>_manifest)``), which
+    :meth:`build_manifest` calls as ``build(root, workers=workers, progress=progress, **options)``.
+    """
+
+    build: Callable[..., tuple[pd.DataFrame, list[tuple[str, str]]]]
+
+    def build_manifest(
+        self, root: str | os.PathLike, workers: int = 1, progress: bool = True, **options: Any
+    ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+        return self.build(root, workers=workers, progress=progress, **options)
 
 
 def require_dir(path: Path, expected: str = "") -> Path:
@@ -64,12 +87,21 @@ def ordered_series(
         if not uid:
             failures.extend((h.path, "no SeriesInstanceUID; cannot group into a scan") for h in group)
             continue
-        try:
-            ordered, geometry = order_series(group)
-        except ValueError as exc:
-            failures.append((f"scan {uid}", str(exc)))
-            continue
-        yield uid, ordered, geometry
+        result = order_or_record(group, uid, failures)
+        if result is not None:
+            yield uid, *result
+
+
+def order_or_record(
+    group: Sequence[SliceHeader], scan: str, failures: list[tuple[str, str]]
+) -> tuple[list[SliceHeader], SeriesGeometry] | None:
+    """:func:`~monai_ng.io.series_geometry.order_series` of one scan's headers, or ``None`` after appending
+    ``("scan <scan>", reason)`` to ``failures`` when the series cannot be ordered."""
+    try:
+        return order_series(group)
+    except ValueError as exc:
+        failures.append((f"scan {scan}", str(exc)))
+        return None
 
 
 def lookup_slice_labels(

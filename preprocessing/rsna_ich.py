@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_ng.data.dataset_adapter import DatasetAdapter
 from monai_ng.data.rsna_schema import ICH_COLUMNS, ICH_CSV, ICH_SUBTYPES
 from monai_ng.data.scan_manifest import scan_manifest_row
 from preprocessing.rsna_common import (
+    RsnaAdapter,
     lookup_slice_labels,
     ordered_series,
     read_dicom_headers,
@@ -105,16 +105,12 @@ def build_ich_manifest(
     return pd.DataFrame(rows), failures
 
 
-class IchAdapter(DatasetAdapter):
+class IchAdapter(RsnaAdapter):
     """``monai-ng ingest --dataset ich``: :func:`build_ich_manifest`."""
 
     name = "ich"
     description = "RSNA Intracranial Hemorrhage Detection 2019"
-
-    def build_manifest(
-        self, root: str | os.PathLike, workers: int = 1, progress: bool = True
-    ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-        return build_ich_manifest(root, workers=workers, progress=progress)
+    build = staticmethod(build_ich_manifest)
 
 
 #: The adapter registered under the ``monai_ng.dataset_adapters`` entry point ``ich``.

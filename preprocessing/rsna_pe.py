@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_ng.data.dataset_adapter import DatasetAdapter
 from monai_ng.data.rsna_schema import PE_CSV, PE_REQUIRED_COLUMNS
 from monai_ng.data.scan_manifest import scan_manifest_row
 from preprocessing.rsna_common import (
+    RsnaAdapter,
     lookup_slice_labels,
     ordered_series,
     read_dicom_headers,
@@ -56,16 +56,8 @@ def read_pe_labels(csv_path: str | os.PathLike) -> pd.DataFrame:
 def build_pe_manifest(
     root: str | os.PathLike, workers: int = 1, progress: bool = True
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Build the scan manifest of an RSNA PE download (see :func:`preprocessing.rsna_ich.build_ich_manifest`).
-
-    Args:
-        root: folder holding ``train.csv`` and ``train/``.
-        workers: header-reading processes.
-        progress: show a progress bar.
-
-    Returns:
-        ``(manifest, failures)``.
-    """
+    """Build the scan manifest of an RSNA PE download: ``root`` holds ``train.csv`` and ``train/``; ``workers``,
+    ``progress`` and the returned ``(manifest, failures)`` as for :func:`preprocessing.rsna_ich.build_ich_manifest`."""
     root = require_dir(Path(root))
     labels = read_pe_labels(root / PE_CSV)
     image_dir = require_dir(root / "train", "train/<Study>/<Series>/<SOP>.dcm")
@@ -97,16 +89,12 @@ def build_pe_manifest(
     return pd.DataFrame(rows), failures
 
 
-class PeAdapter(DatasetAdapter):
+class PeAdapter(RsnaAdapter):
     """``monai-ng ingest --dataset pe``: :func:`build_pe_manifest`."""
 
     name = "pe"
     description = "RSNA STR Pulmonary Embolism Detection 2020"
-
-    def build_manifest(
-        self, root: str | os.PathLike, workers: int = 1, progress: bool = True
-    ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-        return build_pe_manifest(root, workers=workers, progress=progress)
+    build = staticmethod(build_pe_manifest)
 
 
 #: The adapter registered under the ``monai_ng.dataset_adapters`` entry point ``pe``.

@@ -1,4 +1,4 @@
-"""Small synthetic CT DICOM files for the ingest tests (imported by the test modules; pytest puts ``tests/`` on path).
+"""Small synthetic CT DICOM files for the tests (imported by the test modules; pytest puts ``tests/`` on path).
 
 Every slice is a single-frame CT image in Explicit VR Little Endian with pseudonymous ids only.
 """
@@ -27,6 +27,7 @@ def ct_slice(
     iop: Sequence[float] = (1, 0, 0, 0, 1, 0),
     spacing: tuple[float, float] = (0.5, 0.5),
     intercept: float = 0,
+    sop_class: str = CTImageStorage,
     **tags: object,
 ) -> Dataset:
     """One CT slice dataset holding ``pixels [rows, cols]`` (16-bit, slope 1, signed when ``pixels`` is signed).
@@ -42,14 +43,15 @@ def ct_slice(
         iop: ImageOrientationPatient (row then column direction cosines).
         spacing: PixelSpacing ``(row, column)`` in mm.
         intercept: RescaleIntercept.
+        sop_class: SOPClassUID (also the media storage SOP class); set ``Modality`` in ``tags`` to match.
         **tags: set last, overriding the above; a value of ``None`` deletes the tag.
     """
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.file_meta.MediaStorageSOPInstanceUID = sop
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = CTImageStorage
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop
     ds.SeriesInstanceUID = series
     ds.StudyInstanceUID = study

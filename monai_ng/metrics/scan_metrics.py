@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from ignite.metrics import ROC_AUC, AveragePrecision, EpochMetric
+from ignite.metrics import ROC_AUC, AveragePrecision
 
 from monai_ng.networks.mil_network import unpack_mil_output
 
@@ -26,12 +26,23 @@ def scan_output_transform(output: dict[str, Any]) -> tuple[torch.Tensor, torch.T
     return logits.detach().float().reshape(-1), output["label"]["label"].detach().float().reshape(-1)
 
 
-def _single_class(metric: EpochMetric) -> bool:
-    """True when the accumulated scan labels hold one class only (and at least one scan)."""
-    return bool(metric._targets) and torch.unique(torch.cat(metric._targets)).numel() < 2
+class _SingleClassNaN:
+    """What both scan metrics add to their ignite ``EpochMetric``: the scan output transform, and NaN with a warning
+    (instead of scikit-learn's exception) when the epoch's scan labels hold one class only."""
+
+    _targets: list[torch.Tensor]
+
+    def __init__(self, output_transform: Callable = scan_output_transform, device: str | torch.device = "cpu") -> None:
+        super().__init__(output_transform=output_transform, device=device)  # type: ignore[call-arg]
+
+    def compute(self) -> float:
+        if self._targets and torch.unique(torch.cat(self._targets)).numel() < 2:
+            warnings.warn(f"{type(self).__name__}: only one class present; returning NaN", stacklevel=2)
+            return float("nan")
+        return float(super().compute())  # type: ignore[misc]
 
 
-class ScanAUROC(ROC_AUC):
+class ScanAUROC(_SingleClassNaN, ROC_AUC):
     """AUROC of the scan logits against the scan labels over the epoch (NaN with a warning if one class only).
 
     Args:
@@ -39,29 +50,11 @@ class ScanAUROC(ROC_AUC):
         device: where the epoch's scores are stored.
     """
 
-    def __init__(self, output_transform: Callable = scan_output_transform, device: str | torch.device = "cpu") -> None:
-        super().__init__(output_transform=output_transform, device=device)
 
-    def compute(self) -> float:
-        if _single_class(self):
-            warnings.warn("ScanAUROC: only one class present; returning NaN", stacklevel=2)
-            return float("nan")
-        return float(super().compute())
-
-
-class ScanAUPRC(AveragePrecision):
+class ScanAUPRC(_SingleClassNaN, AveragePrecision):
     """Average precision of the scan logits against the scan labels over the epoch (NaN if one class only).
 
     Args:
         output_transform: engine output -> ``(logits [B], labels [B])``.
         device: where the epoch's scores are stored.
     """
-
-    def __init__(self, output_transform: Callable = scan_output_transform, device: str | torch.device = "cpu") -> None:
-        super().__init__(output_transform=output_transform, device=device)
-
-    def compute(self) -> float:
-        if _single_class(self):
-            warnings.warn("ScanAUPRC: only one class present; returning NaN", stacklevel=2)
-            return float("nan")
-        return float(super().compute())

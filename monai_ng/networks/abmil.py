@@ -53,15 +53,7 @@ class ABMIL(MILNetwork):
         return self.attention_w(self.dropout(h)).squeeze(-1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
-        """Pool the slices of each bag.
-
-        Args:
-            x: ``[B, N, D]`` slice features (cast to the parameter dtype).
-            mask: ``[B, N]`` bool, True = valid slice; ``None`` = all valid.
-
-        Returns:
-            ``MILOutput(logits [B], attention [B, N, 1])``.
-        """
+        """Pool the slices of each bag (arguments and shapes: :meth:`MILNetwork.forward`)."""
         x, mask = self.prepare(x, mask)
         attention = masked_softmax(self.attention_scores(x), mask, dim=1)  # [B, N]
         return self.attention_pool(attention, x)

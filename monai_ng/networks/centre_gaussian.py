@@ -87,15 +87,7 @@ class CentreGaussianMIL(MILNetwork):
         return (-offset.abs()).masked_fill(~mask, float("-inf"))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
-        """Centre-Gaussian attention pooling.
-
-        Args:
-            x: ``[B, N, D]`` slice features (cast to the parameter dtype).
-            mask: ``[B, N]`` bool, True = valid slice, valid slices first; ``None`` = all valid.
-
-        Returns:
-            ``MILOutput(logits [B], attention [B, N, 1])``; the attention does not depend on ``x``.
-        """
+        """Centre-Gaussian attention pooling, independent of ``x`` (see :meth:`MILNetwork.forward`)."""
         x, mask = self.prepare(x, mask)
         attention = masked_softmax(self.log_weights(mask), mask, dim=1)
         return self.attention_pool(attention, x)

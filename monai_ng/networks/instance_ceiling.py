@@ -70,15 +70,7 @@ class InstanceCeiling(MILNetwork):
         return z.transpose(1, 2)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
-        """Score every slice.
-
-        Args:
-            x: ``[B, N, D]`` slice features (cast to the parameter dtype).
-            mask: ``[B, N]`` bool, True = valid slice, valid slices first; ``None`` = all valid.
-
-        Returns:
-            ``MILOutput(logits [B], attention [B, N, 1], instance_logits [B, N])``.
-        """
+        """Score every slice; the output also holds ``instance_logits [B, N]`` (see :meth:`MILNetwork.forward`)."""
         x, mask = self.prepare(x, mask)
         instance_logits = self.classifier(self.dropout(self.slice_features(x, mask))).squeeze(-1)
         instance_logits = instance_logits.masked_fill(~mask, 0.0)

@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from monai_ng.networks.mil_network import MILNetwork, MILOutput
+from monai_ng.networks.mil_network import LinearHeadMIL, MILOutput
 
 __all__ = ["MaxPoolMIL"]
 
 
-class MaxPoolMIL(MILNetwork):
+class MaxPoolMIL(LinearHeadMIL):
     """Max pooling of per-slice scores: ``s_j = Linear(D -> 1)(x_j)``, scan logit ``max_j s_j`` over valid slices.
 
     The attention reported for localization is the per-slice score normalised over the bag, ``softmax_j(s_j)`` over
     the valid slices: it ranks slices exactly as the scores do, but it does not weight the pooling (the pooling is a
     hard max).
-
-    Args:
-        in_features: slice feature width ``D``.
-
-    Shapes:
-        ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool -> ``MILOutput(logits [B], attention [B, N, 1])``.
     """
 
-    def __init__(self, in_features: int = 768) -> None:
-        super().__init__(in_features)
-        self.classifier = nn.Linear(in_features, 1)
-
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
-        """Score every slice and take the maximum over the valid slices of each bag.
-
-        Args:
-            x: ``[B, N, D]`` slice features (cast to the parameter dtype).
-            mask: ``[B, N]`` bool, True = valid slice; ``None`` = all valid.
-
-        Returns:
-            ``MILOutput(logits [B], attention [B, N, 1])``.
-        """
+        """Score every slice and take the maximum over each bag's valid slices (see :meth:`MILNetwork.forward`)."""
         x, mask = self.prepare(x, mask)
         scores = self.classifier(x).squeeze(-1).masked_fill(~mask, float("-inf"))  # [B, N]
         logits = scores.max(dim=1).values

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from monai_ng.networks.bag_inputs import prepare_bag
 
-__all__ = ["MILOutput", "MILNetwork", "unpack_mil_output"]
+__all__ = ["MILOutput", "MILNetwork", "LinearHeadMIL", "unpack_mil_output"]
 
 
 class MILOutput(NamedTuple):
@@ -155,9 +155,35 @@ class MILNetwork(nn.Module):
         return MILOutput(logits=logits, attention=attention.unsqueeze(-1))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:  # pragma: no cover - abstract
-        """Score the bags: ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool -> :class:`MILOutput`."""
+        """Score the bags (every network's ``forward``; each starts with :meth:`prepare`).
+
+        Args:
+            x: ``[B, N, D]`` slice features (cast to the scan head's dtype).
+            mask: ``[B, N]`` bool, True = valid slice; ``None`` = all valid. Networks with :attr:`uses_slice_order`
+                need each bag's valid slices first.
+
+        Returns:
+            ``MILOutput(logits [B], attention [B, N, H])`` (``H = 1`` but for multi-head networks).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
 
     def flops_per_bag(self, n_slices: int) -> int:  # pragma: no cover - abstract
         """Forward FLOPs for one unpadded bag of ``n_slices`` slices, 2 per multiply-add, matrix products only."""
         raise NotImplementedError(f"{type(self).__name__} must implement flops_per_bag")
+
+
+class LinearHeadMIL(MILNetwork):
+    """A MIL network whose only layer is its scan head ``classifier = Linear(D -> 1)`` (the pooling baselines).
+
+    Subclasses implement :meth:`forward` (how the slices are pooled) and :meth:`flops_per_bag`.
+
+    Args:
+        in_features: slice feature width ``D``.
+
+    Shapes:
+        ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool -> ``MILOutput(logits [B], attention [B, N, 1])``.
+    """
+
+    def __init__(self, in_features: int = 768) -> None:
+        super().__init__(in_features)
+        self.classifier = nn.Linear(in_features, 1)

@@ -179,15 +179,7 @@ class SmAPMIL(MILNetwork):
         return s.squeeze(-1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
-        """Pool the slices of each bag with smoothed attention.
-
-        Args:
-            x: ``[B, N, D]`` slice features (cast to the parameter dtype).
-            mask: ``[B, N]`` bool, True = valid slice, valid slices first; ``None`` = all valid.
-
-        Returns:
-            ``MILOutput(logits [B], attention [B, N, 1])``.
-        """
+        """Pool the slices of each bag with smoothed attention (arguments and shapes: :meth:`MILNetwork.forward`)."""
         x, mask = self.prepare(x, mask)
         attention = masked_softmax(self.attention_scores(x, mask), mask, dim=1)  # [B, N]
         return self.attention_pool(attention, x)

@@ -199,15 +199,8 @@ class TransMIL(MILNetwork):
         self.classifier = nn.Linear(hidden, 1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
-        """Classify each bag and return the last layer's per-head class-token attention over its slices.
-
-        Args:
-            x: ``[B, N, D]`` slice features (cast to the parameter dtype).
-            mask: ``[B, N]`` bool, True = valid slice, valid slices first; ``None`` = all valid.
-
-        Returns:
-            ``MILOutput(logits [B], attention [B, N, H])``.
-        """
+        """Classify each bag; the attention ``[B, N, H]`` is the last layer's per-head class-token attention over its
+        slices (see :meth:`MILNetwork.forward`)."""
         x, mask = self.prepare(x, mask)
         batch, length, _ = x.shape
         rows = mask.reshape(-1).nonzero().squeeze(1)  # the valid slices only go through the input projection

@@ -7,59 +7,9 @@ Each family has its array transforms in ``array.py`` and its dictionary transfor
 
 from __future__ import annotations
 
-from monai_ng.transforms.series import LoadCTSeries, LoadCTSeriesD, LoadCTSeriesd, LoadCTSeriesDict
-from monai_ng.transforms.slice_stack import (
-    PER_SLICE_META_KEYS,
-    CTSliceStack,
-    CTSliceStackD,
-    CTSliceStackd,
-    CTSliceStackDict,
-    map_slice_labels,
-    pad_to_square_min,
-    resample_slices,
-    slice_resampling_weights,
-)
-from monai_ng.transforms.windowing import (
-    NAMED_WINDOWS,
-    WINDOW_PRESETS,
-    CTWindows,
-    CTWindowsD,
-    CTWindowsd,
-    CTWindowsDict,
-    HUZScore,
-    HUZScoreD,
-    HUZScored,
-    HUZScoreDict,
-    apply_windows,
-    resolve_windows,
-    zscore_hu,
-)
+from monai_ng.transforms import series, slice_stack, windowing
+from monai_ng.transforms.series import *  # noqa: F403
+from monai_ng.transforms.slice_stack import *  # noqa: F403
+from monai_ng.transforms.windowing import *  # noqa: F403
 
-__all__ = [
-    "NAMED_WINDOWS",
-    "PER_SLICE_META_KEYS",
-    "WINDOW_PRESETS",
-    "CTSliceStack",
-    "CTSliceStackD",
-    "CTSliceStackDict",
-    "CTSliceStackd",
-    "CTWindows",
-    "CTWindowsD",
-    "CTWindowsDict",
-    "CTWindowsd",
-    "HUZScore",
-    "HUZScoreD",
-    "HUZScoreDict",
-    "HUZScored",
-    "LoadCTSeries",
-    "LoadCTSeriesD",
-    "LoadCTSeriesDict",
-    "LoadCTSeriesd",
-    "apply_windows",
-    "map_slice_labels",
-    "pad_to_square_min",
-    "resample_slices",
-    "resolve_windows",
-    "slice_resampling_weights",
-    "zscore_hu",
-]
+__all__ = [*series.__all__, *slice_stack.__all__, *windowing.__all__]

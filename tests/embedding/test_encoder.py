@@ -45,6 +45,11 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+def _tv_encoder(path, **kwargs) -> FrozenSliceEncoder:
+    """The tiny ViT encoder (``TINY``) loaded from the torchvision checkpoint ``path``."""
+    return FrozenSliceEncoder(TIMM_NAME, torchvision_weights=path, model_kwargs=TINY, **kwargs)
+
+
 @pytest.fixture()
 def tv_file(tmp_path):
     model = _tiny_torchvision()
@@ -55,9 +60,7 @@ def tv_file(tmp_path):
 
 def test_converted_torchvision_matches_cls_embeddings(tv_file):
     model, path = tv_file
-    enc = FrozenSliceEncoder(
-        TIMM_NAME, torchvision_weights=path, in_chans=3, normalization="none", pooling="cls", model_kwargs=TINY
-    )
+    enc = _tv_encoder(path, in_chans=3, normalization="none", pooling="cls")
     x = torch.rand(5, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)  # heads replaced by Identity: the CLS token after encoder.ln
@@ -71,9 +74,7 @@ def test_converted_torchvision_matches_cls_embeddings(tv_file):
 
 def test_mean_pooling_matches_torchvision_patch_token_mean(tv_file):
     model, path = tv_file
-    enc = FrozenSliceEncoder(
-        TIMM_NAME, torchvision_weights=path, in_chans=3, normalization="none", pooling="mean", model_kwargs=TINY
-    )
+    enc = _tv_encoder(path, in_chans=3, normalization="none", pooling="mean")
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         expected = _torchvision_tokens(model, x)[:, 1:].mean(dim=1)
@@ -82,8 +83,8 @@ def test_mean_pooling_matches_torchvision_patch_token_mean(tv_file):
 
 def test_one_channel_is_rgb_summed_patch_weights(tv_file):
     _, path = tv_file
-    rgb = FrozenSliceEncoder(TIMM_NAME, torchvision_weights=path, in_chans=3, normalization="none", model_kwargs=TINY)
-    grey = FrozenSliceEncoder(TIMM_NAME, torchvision_weights=path, in_chans=1, normalization="none", model_kwargs=TINY)
+    rgb = _tv_encoder(path, in_chans=3, normalization="none")
+    grey = _tv_encoder(path, in_chans=1, normalization="none")
     w3 = rgb.model.patch_embed.proj.weight
     torch.testing.assert_close(grey.model.patch_embed.proj.weight, w3.sum(dim=1, keepdim=True))
     x = torch.rand(4, 1, 32, 32)
@@ -93,13 +94,9 @@ def test_one_channel_is_rgb_summed_patch_weights(tv_file):
 
 def test_imagenet_normalisation_one_and_three_channels(tv_file):
     _, path = tv_file
-    raw3 = FrozenSliceEncoder(TIMM_NAME, torchvision_weights=path, in_chans=3, normalization="none", model_kwargs=TINY)
-    net3 = FrozenSliceEncoder(
-        TIMM_NAME, torchvision_weights=path, in_chans=3, normalization="imagenet", model_kwargs=TINY
-    )
-    net1 = FrozenSliceEncoder(
-        TIMM_NAME, torchvision_weights=path, in_chans=1, normalization="imagenet", model_kwargs=TINY
-    )
+    raw3 = _tv_encoder(path, in_chans=3, normalization="none")
+    net3 = _tv_encoder(path, in_chans=3, normalization="imagenet")
+    net1 = _tv_encoder(path, in_chans=1, normalization="imagenet")
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     x3 = torch.rand(2, 3, 32, 32)
@@ -204,7 +201,7 @@ def test_torchvision_weights_must_be_torchvision_layout(tmp_path):
     path = tmp_path / "timm_layout.pth"
     torch.save(src.model.state_dict(), path)
     with pytest.raises(ValueError, match="not a torchvision VisionTransformer state dict"):
-        FrozenSliceEncoder(TIMM_NAME, torchvision_weights=path, in_chans=3, model_kwargs=TINY)
+        _tv_encoder(path, in_chans=3)
 
 
 def test_timm_loads_the_file_and_adapts_the_input_channels(tv_file):

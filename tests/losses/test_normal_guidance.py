@@ -114,14 +114,18 @@ def test_multi_head_is_mean_of_single_heads(divergence):
     assert multi.item() == pytest.approx(single.item(), rel=1e-12)
 
 
-def test_mean_over_bags_and_guide_modes():
+def _two_bags() -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """``(attention [2, 3], labels [2], loss of bag 0, loss of bag 1)``: a positive bag ``A3`` and a negative one, with
+    their single-bag squared-error losses."""
     a1 = torch.tensor([A3], dtype=torch.float64)
     a2 = torch.tensor([[0.6, 0.1, 0.3]], dtype=torch.float64)
-    both = torch.cat([a1, a2])
-    labels = torch.tensor([1.0, 0.0])
     f = NormalGuidanceLoss("squared_error")
-    l1, l2 = f(a1).item(), f(a2).item()
-    assert f(both).item() == pytest.approx((l1 + l2) / 2, abs=1e-14)
+    return torch.cat([a1, a2]), torch.tensor([1.0, 0.0]), f(a1).item(), f(a2).item()
+
+
+def test_mean_over_bags_and_guide_modes():
+    both, labels, l1, l2 = _two_bags()
+    assert NormalGuidanceLoss("squared_error")(both).item() == pytest.approx((l1 + l2) / 2, abs=1e-14)
     assert NormalGuidanceLoss("squared_error", guide="positive")(both, labels=labels).item() == pytest.approx(l1)
     # no positive bag: zero, still differentiable
     z = NormalGuidanceLoss("squared_error", guide="positive")(both.requires_grad_(), labels=torch.zeros(2))
@@ -133,12 +137,7 @@ def test_mean_over_bags_and_guide_modes():
 
 
 def test_reductions_over_bags():
-    a1 = torch.tensor([A3], dtype=torch.float64)
-    a2 = torch.tensor([[0.6, 0.1, 0.3]], dtype=torch.float64)
-    both = torch.cat([a1, a2])
-    labels = torch.tensor([1.0, 0.0])
-    f = NormalGuidanceLoss("squared_error")
-    l1, l2 = f(a1).item(), f(a2).item()
+    both, labels, l1, l2 = _two_bags()
     none = NormalGuidanceLoss("squared_error", reduction="none")(both)
     torch.testing.assert_close(none, torch.tensor([l1, l2], dtype=torch.float64), rtol=0, atol=1e-14)
     assert NormalGuidanceLoss("squared_error", reduction="sum")(both).item() == pytest.approx(l1 + l2, abs=1e-14)

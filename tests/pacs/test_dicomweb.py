@@ -23,9 +23,10 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+from dicom_factory import ct_slice
 from dicomweb_client.api import DICOMwebClient
 from pacs.orthanc_server import OrthancServer, free_port
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
@@ -55,37 +56,29 @@ def image(
     study: str, series: str, index: int, *, modality: str = "CT", sop_class: str = CTImageStorage, z0: float = 0.0
 ) -> Dataset:
     """One 16x16 signed 16-bit slice at ``z = z0 + 2.5 * index`` mm whose pixels encode ``index`` and the series."""
-    ds = Dataset()
-    sop = generate_uid()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = series
-    ds.Modality = modality
-    ds.PatientID = PATIENT_ID
-    ds.PatientName = PATIENT_NAME
-    ds.PatientBirthDate = "19700101"
-    ds.AccessionNumber = ACCESSION
-    ds.StudyDate = "20240101"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = index + 1
-    ds.ImagePositionPatient = [0.0, 0.0, z0 + 2.5 * index]
-    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.PixelSpacing = [0.7, 0.7]
-    ds.SliceThickness = 2.5
-    ds.Rows, ds.Columns = 16, 16
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleIntercept, ds.RescaleSlope = -1024.0, 1.0
     seed = int(series.rsplit(".", 1)[-1][-6:]) + index
     pixels = np.random.default_rng(seed).integers(-1000, 3000, size=(16, 16), dtype=np.int16)
-    ds.PixelData = pixels.tobytes()
-    return ds
+    return ct_slice(
+        pixels,
+        sop=generate_uid(),
+        series=series,
+        ipp=(0.0, 0.0, z0 + 2.5 * index),
+        study=study,
+        patient_id=PATIENT_ID,
+        instance=index + 1,
+        iop=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        spacing=(0.7, 0.7),
+        intercept=-1024.0,
+        sop_class=sop_class,
+        Modality=modality,
+        PatientName=PATIENT_NAME,
+        PatientBirthDate="19700101",
+        AccessionNumber=ACCESSION,
+        StudyDate="20240101",
+        SeriesNumber=1,
+        SliceThickness=2.5,
+        RescaleSlope=1.0,
+    )
 
 
 def series(study: str, n: int, **kwargs: object) -> list[Dataset]:

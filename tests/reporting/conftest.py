@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from dicom_factory import ct_slice, save_slice
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from monai_ng.reporting.scan_result import ScanResult, SliceScore
 
@@ -38,48 +39,33 @@ def write_ct_series(
     order = rng.permutation(n) if shuffle else np.arange(n)
     paths = []
     for j in range(n):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PatientName = PATIENT_NAME
-        ds.PatientID = PATIENT_ID
-        ds.PatientBirthDate = BIRTH_DATE
-        ds.PatientSex = "F"
-        ds.AccessionNumber = ACCESSION
-        ds.StudyID = "1"
-        ds.StudyDate = "20240102"
-        ds.StudyTime = "101500"
-        ds.ReferringPhysicianName = ""
-        ds.Modality = "CT"
-        ds.Manufacturer = "phantom"
-        ds.SeriesNumber = 3
-        ds.InstanceNumber = int(order[j]) + 1
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImagePositionPatient = [-8.0, -8.0, z0 + dz * j]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [1.0, 1.0]
-        ds.SliceThickness = dz
-        ds.KVP = 120
-        ds.RescaleIntercept = -1024
-        ds.RescaleSlope = 1
-        ds.Rows = ds.Columns = 16
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        ds.PixelData = (rng.integers(900, 1200, size=(16, 16)).astype(np.uint16)).tobytes()
-        path = folder / f"IM{int(order[j]):04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        ds = ct_slice(
+            rng.integers(900, 1200, size=(16, 16)).astype(np.uint16),
+            sop=generate_uid(),
+            series=series_uid,
+            ipp=(-8.0, -8.0, z0 + dz * j),
+            study=study_uid,
+            patient_id=PATIENT_ID,
+            instance=int(order[j]) + 1,
+            spacing=(1.0, 1.0),
+            intercept=-1024,
+            SpecificCharacterSet="ISO_IR 100",
+            FrameOfReferenceUID=frame_uid,
+            PatientName=PATIENT_NAME,
+            PatientBirthDate=BIRTH_DATE,
+            PatientSex="F",
+            AccessionNumber=ACCESSION,
+            StudyID="1",
+            StudyDate="20240102",
+            StudyTime="101500",
+            ReferringPhysicianName="",
+            Manufacturer="phantom",
+            SeriesNumber=3,
+            ImageType=["ORIGINAL", "PRIMARY", "AXIAL"],
+            SliceThickness=dz,
+            KVP=120,
+        )
+        path = save_slice(ds, folder / f"IM{int(order[j]):04d}.dcm")
         paths.append(path)
     return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
 

@@ -6,10 +6,13 @@ import inspect
 from pathlib import Path
 
 import numpy as np
+import pytest
 from dicom_factory import ct_slice, save_slice
 from monai.transforms import Compose
 
+from monai_ng.io.ct_series_reader import CTSeriesReader
 from monai_ng.transforms import (
+    CTSliceStack,
     CTSliceStackD,
     CTSliceStackd,
     CTSliceStackDict,
@@ -24,6 +27,7 @@ from monai_ng.transforms import (
     LoadCTSeriesd,
     LoadCTSeriesDict,
 )
+from monai_ng.transforms.forwarding import wrapped_arguments
 
 
 def write_slice(path: Path, pixels: np.ndarray, *, sop: str, ipp, series: str) -> Path:
@@ -52,9 +56,24 @@ def test_aliases_and_explicit_arguments() -> None:
     for cls in (LoadCTSeriesd, CTWindowsd, HUZScored, CTSliceStackd):
         kinds = {p.kind for p in inspect.signature(cls.__init__).parameters.values()}
         assert inspect.Parameter.VAR_KEYWORD not in kinds, cls.__name__
-    # the dictionary loader takes every argument of the array loader
-    array_args = set(inspect.signature(LoadCTSeries.__init__).parameters) - {"self"}
-    assert array_args <= set(inspect.signature(LoadCTSeriesd.__init__).parameters)
+    # each wrapper takes every argument of what it wraps, with the same default
+    for wrapper, wrapped in (
+        (LoadCTSeries, CTSeriesReader),
+        (LoadCTSeriesd, LoadCTSeries),
+        (CTSliceStackd, CTSliceStack),
+    ):
+        outer = inspect.signature(wrapper).parameters
+        for name, param in inspect.signature(wrapped).parameters.items():
+            assert name in outer and outer[name].default == param.default, (wrapper.__name__, name)
+
+
+def test_wrapped_arguments() -> None:
+    def target(a, b=2, *args, c=3, **kwargs):
+        return a, b, c
+
+    assert wrapped_arguments(target, {"a": 1, "b": 5, "c": 7, "extra": 0}) == {"a": 1, "b": 5, "c": 7}
+    with pytest.raises(TypeError, match=r"target: wrapper has no argument\(s\) \['c'\]"):
+        wrapped_arguments(target, {"a": 1, "b": 5})
 
 
 def test_load_stack_window_chain_in_compose(tmp_path: Path) -> None:

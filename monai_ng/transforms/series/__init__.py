@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from monai_ng.transforms.series.array import LoadCTSeries
-from monai_ng.transforms.series.dictionary import LoadCTSeriesD, LoadCTSeriesd, LoadCTSeriesDict
+from monai_ng.transforms.series import array, dictionary
+from monai_ng.transforms.series.array import *  # noqa: F403
+from monai_ng.transforms.series.dictionary import *  # noqa: F403
 
-__all__ = ["LoadCTSeries", "LoadCTSeriesD", "LoadCTSeriesDict", "LoadCTSeriesd"]
+__all__ = [*array.__all__, *dictionary.__all__]

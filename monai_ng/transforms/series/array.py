@@ -18,6 +18,7 @@ from monai.transforms import Transform
 from monai.utils import MetaKeys
 
 from monai_ng.io.ct_series_reader import CTSeriesReader
+from monai_ng.transforms.forwarding import wrapped_arguments
 
 __all__ = ["LoadCTSeries"]
 
@@ -52,18 +53,7 @@ class LoadCTSeries(Transform):
         axial_tolerance_degrees: float = 30.0,
         axcodes: str = "LPS",
     ) -> None:
-        self.reader = CTSeriesReader(
-            series_uid=series_uid,
-            on_geometry_issue=on_geometry_issue,
-            fix_ich_wrap=fix_ich_wrap,
-            monochrome1=monochrome1,
-            skip_unreadable=skip_unreadable,
-            gap_factor=gap_factor,
-            spacing_tolerance=spacing_tolerance,
-            tilt_tolerance_degrees=tilt_tolerance_degrees,
-            axial_tolerance_degrees=axial_tolerance_degrees,
-            axcodes=axcodes,
-        )
+        self.reader = CTSeriesReader(**wrapped_arguments(CTSeriesReader, locals()))
 
     def __call__(
         self, data: str | os.PathLike | Sequence[str | os.PathLike], series_uid: str | None = None

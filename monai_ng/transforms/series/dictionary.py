@@ -7,6 +7,7 @@ from collections.abc import Hashable, Mapping
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from monai_ng.transforms.forwarding import wrapped_arguments
 from monai_ng.transforms.series.array import LoadCTSeries
 
 __all__ = ["LoadCTSeriesD", "LoadCTSeriesDict", "LoadCTSeriesd"]
@@ -41,18 +42,7 @@ class LoadCTSeriesd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.series_uid_key = series_uid_key
-        self.loader = LoadCTSeries(
-            series_uid=series_uid,
-            on_geometry_issue=on_geometry_issue,
-            fix_ich_wrap=fix_ich_wrap,
-            monochrome1=monochrome1,
-            skip_unreadable=skip_unreadable,
-            gap_factor=gap_factor,
-            spacing_tolerance=spacing_tolerance,
-            tilt_tolerance_degrees=tilt_tolerance_degrees,
-            axial_tolerance_degrees=axial_tolerance_degrees,
-            axcodes=axcodes,
-        )
+        self.loader = LoadCTSeries(**wrapped_arguments(LoadCTSeries, locals()))
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)

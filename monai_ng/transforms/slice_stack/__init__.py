@@ -2,24 +2,8 @@
 
 from __future__ import annotations
 
-from monai_ng.transforms.slice_stack.array import (
-    PER_SLICE_META_KEYS,
-    CTSliceStack,
-    map_slice_labels,
-    pad_to_square_min,
-    resample_slices,
-    slice_resampling_weights,
-)
-from monai_ng.transforms.slice_stack.dictionary import CTSliceStackD, CTSliceStackd, CTSliceStackDict
+from monai_ng.transforms.slice_stack import array, dictionary
+from monai_ng.transforms.slice_stack.array import *  # noqa: F403
+from monai_ng.transforms.slice_stack.dictionary import *  # noqa: F403
 
-__all__ = [
-    "PER_SLICE_META_KEYS",
-    "CTSliceStack",
-    "CTSliceStackD",
-    "CTSliceStackDict",
-    "CTSliceStackd",
-    "map_slice_labels",
-    "pad_to_square_min",
-    "resample_slices",
-    "slice_resampling_weights",
-]
+__all__ = [*array.__all__, *dictionary.__all__]

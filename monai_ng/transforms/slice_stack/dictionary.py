@@ -8,6 +8,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from monai_ng.transforms.forwarding import wrapped_arguments
 from monai_ng.transforms.slice_stack.array import CTSliceStack
 
 __all__ = ["CTSliceStackD", "CTSliceStackDict", "CTSliceStackd"]
@@ -40,14 +41,7 @@ class CTSliceStackd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.label_key = label_key
-        self.transform = CTSliceStack(
-            spatial_size=spatial_size,
-            pixel_spacing=pixel_spacing,
-            slice_thickness=slice_thickness,
-            pad_value=pad_value,
-            mode=mode,
-            anti_aliasing=anti_aliasing,
-        )
+        self.transform = CTSliceStack(**wrapped_arguments(CTSliceStack, locals()))
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

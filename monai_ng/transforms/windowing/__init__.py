@@ -2,36 +2,8 @@
 
 from __future__ import annotations
 
-from monai_ng.transforms.windowing.array import (
-    NAMED_WINDOWS,
-    WINDOW_PRESETS,
-    CTWindows,
-    HUZScore,
-    apply_windows,
-    resolve_windows,
-    zscore_hu,
-)
-from monai_ng.transforms.windowing.dictionary import (
-    CTWindowsD,
-    CTWindowsd,
-    CTWindowsDict,
-    HUZScoreD,
-    HUZScored,
-    HUZScoreDict,
-)
+from monai_ng.transforms.windowing import array, dictionary
+from monai_ng.transforms.windowing.array import *  # noqa: F403
+from monai_ng.transforms.windowing.dictionary import *  # noqa: F403
 
-__all__ = [
-    "NAMED_WINDOWS",
-    "WINDOW_PRESETS",
-    "CTWindows",
-    "CTWindowsD",
-    "CTWindowsDict",
-    "CTWindowsd",
-    "HUZScore",
-    "HUZScoreD",
-    "HUZScoreDict",
-    "HUZScored",
-    "apply_windows",
-    "resolve_windows",
-    "zscore_hu",
-]
+__all__ = [*array.__all__, *dictionary.__all__]

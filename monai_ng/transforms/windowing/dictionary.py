@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
@@ -13,7 +13,19 @@ from monai_ng.transforms.windowing.array import CTWindows, HUZScore
 __all__ = ["CTWindowsD", "CTWindowsDict", "CTWindowsd", "HUZScoreD", "HUZScoreDict", "HUZScored"]
 
 
-class CTWindowsd(MapTransform):
+class _KeywiseTransform(MapTransform):
+    """A dictionary transform that applies its array transform ``self.transform`` to each of its keys."""
+
+    transform: Callable[[NdarrayOrTensor], NdarrayOrTensor]
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key])
+        return d
+
+
+class CTWindowsd(_KeywiseTransform):
     """Dictionary version of ``CTWindows``."""
 
     backend = CTWindows.backend
@@ -28,14 +40,8 @@ class CTWindowsd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.transform = CTWindows(windows, channel_dim)
 
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
 
-
-class HUZScored(MapTransform):
+class HUZScored(_KeywiseTransform):
     """Dictionary version of ``HUZScore``."""
 
     backend = HUZScore.backend
@@ -43,12 +49,6 @@ class HUZScored(MapTransform):
     def __init__(self, keys: KeysCollection, mean: float, std: float, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = HUZScore(mean, std)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
 
 
 CTWindowsD = CTWindowsDict = CTWindowsd
