@@ -7,6 +7,10 @@ positive) labelled slice have no AUROC; they are skipped and counted (``engine.s
 Every metric reads the engine output of :mod:`monai_ng.engines` (``output["pred"]`` the network's ``MILOutput``,
 ``output["label"]`` the target dict with ``label``, ``mask``, ``slice_labels``) through :func:`mil_output_transform`.
 
+Under torch.distributed (e.g. a bundle's ``multi_gpu_train.json``, one validation ``DistributedSampler`` shard per
+rank) the bags of every rank are gathered (ignite's ``idist.all_gather`` of Python objects) before they are reduced, so
+each rank reports the metric, and the scored / skipped counts, of the whole epoch -- as one process does.
+
 The per-bag AUROC and average precision are computed by :func:`binary_auroc` / :func:`binary_average_precision`
 (equal to scikit-learn's to 1e-12, tested) rather than scikit-learn, whose input validation dominates the cost when
 called once per bag; ``docs/performance.md`` gives the measurement.
@@ -18,6 +22,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine
@@ -83,6 +88,12 @@ class _Collector(Metric):
             for b in range(att.shape[0]):
                 valid = mask[b]
                 self._bags.append((att[b][valid], sl[b][valid].astype(np.int64), int(labels[b])))
+
+    def _all_bags(self) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """This epoch's bags of every rank (rank order) under torch.distributed, else this process's bags."""
+        if idist.get_world_size() <= 1:
+            return self._bags
+        return [bag for rank_bags in idist.all_gather(self._bags) for bag in rank_bags]
 
 
 def _binary_score(fn: Callable, labels: np.ndarray, scores: np.ndarray, name: str) -> float:
@@ -151,7 +162,7 @@ class _Localization(_Collector):
         self.n_scored = 0
 
     def compute(self) -> float:
-        values, skipped = per_bag_localization(self._bags, type(self)._score)
+        values, skipped = per_bag_localization(self._all_bags(), type(self)._score)
         self.n_skipped, self.n_scored = skipped, len(values)
         if len(values) == 0:
             warnings.warn(
@@ -186,7 +197,7 @@ class PooledLocalizationAUROC(_Collector):
 
     def compute(self) -> float:
         ys, ss = [], []
-        for att, sl, label in self._bags:
+        for att, sl, label in self._all_bags():
             if label != 1:
                 continue
             known = sl >= 0
@@ -201,5 +212,5 @@ class PositiveAttentionMass(_Collector):
     """Mean over positive bags (with at least one positive slice) of the attention mass on positive slices."""
 
     def compute(self) -> float:
-        masses = [float(att[sl == 1].sum()) for att, sl, label in self._bags if label == 1 and (sl == 1).any()]
+        masses = [float(att[sl == 1].sum()) for att, sl, label in self._all_bags() if label == 1 and (sl == 1).any()]
         return float(np.mean(masses)) if masses else float("nan")

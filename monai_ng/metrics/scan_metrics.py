@@ -4,6 +4,11 @@ Both read the engine output of :mod:`monai_ng.engines` (``output["pred"]`` the n
 ``output["label"]["label"]`` the scan labels) through :func:`scan_output_transform`, accumulate the epoch as ignite's
 ``EpochMetric`` does and score it with scikit-learn (``roc_auc_score`` / ``average_precision_score``). An epoch with a
 single scan class has no AUROC/AUPRC: it gives NaN with a warning instead of an exception.
+
+Under torch.distributed (e.g. a bundle's ``multi_gpu_train.json``) every rank's scores are gathered with MONAI's
+``evenly_divisible_all_gather`` before scoring, so ranks holding different numbers of scans (a validation
+``DistributedSampler`` with ``even_divisible=False``) give the metric of the whole epoch, the same on every rank and the
+same as one process. (ignite's own ``EpochMetric.compute`` gathers with ``idist.all_gather``, which needs equal sizes.)
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import ignite.distributed as idist
 import torch
+from ignite.exceptions import NotComputableError
 from ignite.metrics import ROC_AUC, AveragePrecision
+from monai.utils import evenly_divisible_all_gather
 
 from monai_ng.networks.mil_network import unpack_mil_output
 
@@ -35,11 +43,21 @@ class _SingleClassNaN:
     def __init__(self, output_transform: Callable = scan_output_transform, device: str | torch.device = "cpu") -> None:
         super().__init__(output_transform=output_transform, device=device)  # type: ignore[call-arg]
 
+    _predictions: list[torch.Tensor]
+    compute_fn: Callable
+
     def compute(self) -> float:
-        if self._targets and torch.unique(torch.cat(self._targets)).numel() < 2:
+        preds = torch.cat(self._predictions) if self._predictions else torch.empty(0)
+        targets = torch.cat(self._targets) if self._targets else torch.empty(0)
+        if idist.get_world_size() > 1:  # every rank takes part, also one that saw no scan
+            preds = evenly_divisible_all_gather(preds.float(), concat=True)
+            targets = evenly_divisible_all_gather(targets.float(), concat=True)
+        if targets.numel() == 0:
+            raise NotComputableError(f"{type(self).__name__} must have at least one example before it can be computed.")
+        if torch.unique(targets).numel() < 2:
             warnings.warn(f"{type(self).__name__}: only one class present; returning NaN", stacklevel=2)
             return float("nan")
-        return float(super().compute())  # type: ignore[misc]
+        return float(self.compute_fn(preds, targets))
 
 
 class ScanAUROC(_SingleClassNaN, ROC_AUC):
