@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_METHODS",
     "ExperimentConfig",
     "MethodSpec",
+    "check_store_for_experiment",
     "run_experiment",
     "split_indices",
     "summarise",
@@ -138,6 +139,36 @@ def split_indices(store: EmbeddingStore, seed: int) -> dict[str, np.ndarray]:
     return {k: np.flatnonzero(parts == k) for k in ("train", "val", "test")}
 
 
+def check_store_for_experiment(store: EmbeddingStore, seeds: Sequence[int]) -> dict[int, dict[str, np.ndarray]]:
+    """The train / val / test parts of every seed, after checking the store can be split and scored.
+
+    Raises:
+        ValueError: naming the store: fewer than 3 patients (no patient-level train / val / test split exists), an
+            empty patient id, or scans of one class only (AUROC / AUPRC are undefined); or a split that fails.
+    """
+    patients = store.patient_ids
+    if any(not str(p).strip() for p in patients):
+        raise ValueError(f"{store.path}: a scan has an empty patient_id; patient-level splits need one per scan")
+    n_patients = len(set(patients))
+    if n_patients < 3:
+        raise ValueError(
+            f"{store.path}: {n_patients} patient(s); a patient-level train / val / test split needs at least 3"
+        )
+    classes = sorted({int(v) for v in store.labels.tolist()})
+    if classes != [0, 1]:
+        raise ValueError(
+            f"{store.path}: every scan has label {classes}; the experiment needs positive and negative scans "
+            "(scan AUROC / AUPRC are undefined with one class)"
+        )
+    parts = {}
+    for seed in seeds:
+        try:
+            parts[int(seed)] = split_indices(store, int(seed))
+        except ValueError as exc:
+            raise ValueError(f"{store.path}: cannot split the patients with seed {seed}: {exc}") from exc
+    return parts
+
+
 def _loader(store: EmbeddingStore, idx: np.ndarray, cfg: ExperimentConfig, shuffle: bool, seed: int) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
     return DataLoader(
@@ -175,6 +206,7 @@ def run_experiment(
     if not methods:
         raise ValueError("no methods to run")
     store = EmbeddingStore(store_path, check_finite=True)
+    split_parts = check_store_for_experiment(store, cfg.seeds)  # refuse before anything is written
     out = Path(out_dir)
     (out / "slice_scores").mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -188,7 +220,7 @@ def run_experiment(
     grid_rows: list[dict[str, Any]] = []
     result_rows: list[dict[str, Any]] = []
     for split, seed in enumerate(cfg.seeds):
-        parts = split_indices(store, int(seed))
+        parts = split_parts[int(seed)]
         loaders = {
             "train_eval": _loader(store, parts["train"], cfg, False, seed),
             "val": _loader(store, parts["val"], cfg, False, seed),

@@ -148,6 +148,9 @@ def run_methods(data: Path, out: Path, methods: list[MethodSpec], cfg: Experimen
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # a store the experiment cannot use (too few patients, one class)
+        print(f"monai-ng experiment: error: {exc}", file=sys.stderr)
+        return 2
     print((out / "results.md").read_text())
     print(f"{len(results)} method x split results in {time.perf_counter() - t0:.0f} s; written to {out}")
     return 0

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from monai_ng.data.dataset_adapter import ADAPTER_ENTRY_POINT_GROUP, DatasetAdapter
-from monai_ng.data.scan_manifest import write_scan_manifest
+from monai_ng.data.scan_manifest import pseudonymize_patient_ids, read_pseudonym_key, write_scan_manifest
 from monai_ng.data.splits import PAPER_SEEDS, add_split_columns
 
 __all__ = ["adapter_entry_points", "configure_parser", "ingest", "load_dataset_adapter", "run", "write_failures"]
@@ -87,6 +87,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seeds", type=int, nargs="*", default=list(PAPER_SEEDS), help="split seeds (default 1001 2001 3001)"
     )
+    parser.add_argument(
+        "--pseudonymize-key-file",
+        type=Path,
+        default=None,
+        metavar="KEYFILE",
+        help="replace patient_id by HMAC-SHA256(key, patient_id) with the secret key in KEYFILE (>= 16 bytes; see "
+        "docs/reliability.md); splits are drawn on the original ids first, so they do not change",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -106,6 +114,7 @@ def ingest(
     failures_path: Path | None = None,
     seeds: Sequence[int] = PAPER_SEEDS,
     progress: bool = True,
+    pseudonym_key: bytes | None = None,
     **options: Any,
 ) -> tuple[Path, Path, int, int]:
     """Build, split and write a scan manifest with a dataset adapter.
@@ -118,6 +127,8 @@ def ingest(
         failures_path: failures CSV (default: ``failures.csv`` next to ``out``).
         seeds: split seeds; one ``split_<seed>`` column each (none when empty).
         progress: show a progress bar.
+        pseudonym_key: when given, ``patient_id`` is written as a keyed hash
+            (:func:`~monai_ng.data.scan_manifest.pseudonymize_patient_ids`), after the splits are drawn.
         options: adapter-specific options (e.g. ``target`` of ``abdominal``).
 
     Returns:
@@ -136,6 +147,8 @@ def ingest(
         raise ValueError(f"{root}: no scan could be ingested; see {failures_path}")
     if seeds:
         manifest = add_split_columns(manifest, seeds)
+    if pseudonym_key is not None:
+        manifest = pseudonymize_patient_ids(manifest, pseudonym_key)
     write_scan_manifest(manifest, out)
     return out, failures_path, len(manifest), len(failures)
 
@@ -144,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the sub-command; returns 0 on success (failures are recorded, not fatal), 2 on a fatal input error."""
     try:
         adapter = load_dataset_adapter(args.dataset)
+        key = None if args.pseudonymize_key_file is None else read_pseudonym_key(args.pseudonymize_key_file)
         out, failures_path, n_scans, n_failures = ingest(
             adapter,
             args.root,
@@ -152,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             failures_path=args.failures,
             seeds=args.seeds,
             progress=not args.no_progress,
+            pseudonym_key=key,
             **adapter.options(args),
         )
     except ValueError as exc:

@@ -195,6 +195,12 @@ class EmbeddingStore:
         self.index = _validate_store_index(
             _read_store_index(self.path / STORE_INDEX_FILE), self.embeddings.shape[0], self.path / STORE_INDEX_FILE
         )
+        for key, found in (("n_scans", len(self.index)), ("n_slices", int(self.index["n_slices"].sum()))):
+            if key in self.metadata and int(self.metadata[key]) != found:  # one of the two files was changed
+                raise StoreError(
+                    f"{self.path / METADATA_FILE}: metadata says {key}={self.metadata[key]} but "
+                    f"{STORE_INDEX_FILE} has {found}"
+                )
         self.slice_labels: np.ndarray | None = self._read_slice_labels()
         self._offsets = self.index["offset"].to_numpy()
         self._counts = self.index["n_slices"].to_numpy()

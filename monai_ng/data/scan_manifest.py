@@ -32,6 +32,8 @@ list columns (needs ``pyarrow`` or ``fastparquet``). :func:`read_scan_manifest` 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -45,7 +47,10 @@ import pandas as pd
 __all__ = [
     "ENCODING_COLUMNS",
     "LIST_COLUMNS",
+    "MIN_PSEUDONYM_KEY_BYTES",
     "SCAN_MANIFEST_COLUMNS",
+    "pseudonymize_patient_ids",
+    "read_pseudonym_key",
     "read_scan_manifest",
     "scan_manifest_row",
     "validate_scan_manifest",
@@ -118,6 +123,7 @@ def validate_scan_manifest(
     Raises:
         TypeError: ``df`` is not a DataFrame.
         ValueError: naming ``source`` and the offending scan: missing columns, no rows, empty or duplicate scan ids,
+            empty patient ids,
             labels not in {0, 1}, slice labels not in {-1, 0, 1}, a scan without slice files, misaligned slice lists,
             an ``n_slices`` mismatch.
     """
@@ -138,6 +144,12 @@ def validate_scan_manifest(
             raise ValueError(f"{source}: row {i}: empty scan_id")
         if scan in seen:
             raise ValueError(f"{source}: row {i}: scan {scan!r} appears more than once")
+        if "patient_id" in out.columns and (
+            row.patient_id is None
+            or (isinstance(row.patient_id, float) and math.isnan(row.patient_id))
+            or not str(row.patient_id).strip()
+        ):
+            raise ValueError(f"{source}: scan {scan!r}: empty patient_id (the split key); every scan needs one")
         seen.add(scan)
         try:
             label = float(row.label)
@@ -257,3 +269,58 @@ def scan_manifest_row(
         "geometry_issues": list(geometry_issues),
         "dataset": dataset,
     }
+
+
+#: Shortest key accepted by :func:`pseudonymize_patient_ids` (HMAC-SHA256 keys should have 32 random bytes).
+MIN_PSEUDONYM_KEY_BYTES = 16
+
+
+def read_pseudonym_key(path: str | os.PathLike) -> bytes:
+    """The secret key of :func:`pseudonymize_patient_ids`: the bytes of ``path`` without surrounding whitespace.
+
+    Make one with ``python -c "import secrets; print(secrets.token_hex(32))" > pseudonym.key`` and keep it with
+    the raw data, not with the manifest or the stores.
+
+    Raises:
+        ValueError: naming ``path``: not readable, or shorter than :data:`MIN_PSEUDONYM_KEY_BYTES` bytes.
+    """
+    path = Path(path)
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise ValueError(f"{path}: pseudonym key file cannot be read ({exc.strerror})") from exc
+    if len(key) < MIN_PSEUDONYM_KEY_BYTES:
+        raise ValueError(
+            f"{path}: pseudonym key has {len(key)} bytes; give at least {MIN_PSEUDONYM_KEY_BYTES} random bytes "
+            '(python -c "import secrets; print(secrets.token_hex(32))")'
+        )
+    return key
+
+
+def pseudonymize_patient_ids(df: pd.DataFrame, key: bytes) -> pd.DataFrame:
+    """A copy of ``df`` whose ``patient_id`` values are replaced by keyed hashes (HMAC-SHA256, RFC 2104).
+
+    ``patient_id`` becomes ``"p" + the first 32 hex digits of HMAC-SHA256(key, UTF-8 id)``: one patient keeps one
+    pseudonym under one key (so patient-level splits still hold), the original id cannot be recovered, and without
+    the key it cannot be confirmed by hashing candidate ids. Other columns are left as they are.
+
+    Args:
+        df: a table with a ``patient_id`` column (a scan manifest).
+        key: the secret key (at least :data:`MIN_PSEUDONYM_KEY_BYTES` bytes; see :func:`read_pseudonym_key`).
+
+    Raises:
+        ValueError: no ``patient_id`` column, a key that is too short, or an empty patient id.
+    """
+    if not isinstance(key, (bytes, bytearray)) or len(key) < MIN_PSEUDONYM_KEY_BYTES:
+        raise ValueError(f"the pseudonym key must be at least {MIN_PSEUDONYM_KEY_BYTES} bytes")
+    if "patient_id" not in df.columns:
+        raise ValueError("no patient_id column to pseudonymize")
+    out = df.copy()
+    pseudonyms = []
+    for i, value in enumerate(out["patient_id"]):
+        text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value).strip()
+        if not text:
+            raise ValueError(f"row {i}: empty patient_id; cannot pseudonymize it")
+        pseudonyms.append("p" + hmac.new(bytes(key), text.encode("utf-8"), hashlib.sha256).hexdigest()[:32])
+    out["patient_id"] = pseudonyms
+    return out

@@ -535,7 +535,13 @@ def _run(
             )
         _barrier(device)
         if rank == 0 and work.exists():
-            _finalise_failures(out, work, records, cfg)
+            if (out / FAILURES_FILE).exists():
+                # the store and its failures.csv are complete: what is left is a work folder whose removal was
+                # killed (its shards may be partly gone), so only finish removing it
+                if not cfg.keep_work_dir:
+                    shutil.rmtree(work, ignore_errors=True)
+            else:
+                _finalise_failures(out, work, records, cfg)
         result.already_complete = True
         result.n_scans, result.n_slices = len(store), store.n_slices_total
         return result

@@ -27,6 +27,15 @@ _SHORT_VRS = frozenset(
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
+_TRAILING_PADDING = 0xFFFCFFFC
+_CHARACTER_SET = 0x00080005
+_FLOAT_EXACT = 1 << 53
+#: The VR of each File Meta Information element (PS3.10 7.1); another VR sends the file to pydicom.
+_META_VRS = {
+    0x0000: b"UL", 0x0001: b"OB", 0x0002: b"UI", 0x0003: b"UI", 0x0010: b"UI", 0x0012: b"UI", 0x0013: b"SH",
+    0x0016: b"AE", 0x0017: b"AE", 0x0018: b"AE", 0x0026: b"UR", 0x0027: b"UR", 0x0028: b"UR", 0x0031: b"UI",
+    0x0032: b"UI", 0x0033: b"OB", 0x0035: b"OB", 0x0036: b"UL", 0x0037: b"FD", 0x0100: b"UI", 0x0102: b"OB",
+}  # fmt: skip
 _FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)
 _NUMBER = re.compile(rb"[ 0-9+\-.eE]+")
 _TEXT = re.compile(rb"[ -\[\]-~]*")  # printable ASCII without backslash (no multi-values, no escapes)
@@ -106,8 +115,11 @@ def _decode_value(raw: bytes, kind: bytes) -> object:
         return int.from_bytes(raw, "little")
     if not raw.strip(b" \x00") or not _TEXT.fullmatch(raw.rstrip(b"\x00")):
         raise _Unsupported  # empty, non-ASCII, escape sequences or multi-valued text: pydicom decides
+    if kind == b"UI":
+        # pydicom's convert_UI strips trailing NULs and spaces, and its UID class strips leading spaces too
+        return raw.decode("ascii").rstrip("\x00 ").strip()
     if kind in _TEXT_VRS:
-        return raw.decode("ascii").rstrip(" \x00")
+        return raw.decode("ascii").rstrip(" \x00")  # CS (multi_string) and LO (convert_text): trailing only
     raise _Unsupported
 
 
@@ -122,6 +134,8 @@ def _decode_number(raw: bytes, kind: bytes) -> object:
         values = [float(item) for item in items] if kind == b"DS" else [int(item) for item in items]
     except ValueError as exc:
         raise _Unsupported from exc
+    if kind == b"IS" and any(abs(v) > _FLOAT_EXACT for v in values):
+        raise _Unsupported  # pydicom keeps such integers as floats (ISfloat): its rounding applies
     return values[0] if len(values) == 1 else values
 
 
@@ -192,10 +206,13 @@ def _walk(buf: memoryview, pos: int, implicit: bool, wanted: dict | None, need_p
         if length == _UNDEFINED:
             if not (implicit or vr in (b"SQ", b"UN")):
                 raise _Unsupported
-            pos = _skip_undefined(buf, pos, implicit)
+            # an undefined-length UN value is an Implicit VR Little Endian sequence (PS3.5 6.2.2), as pydicom reads it
+            pos = _skip_undefined(buf, pos, implicit or vr == b"UN")
             continue
         if pos + length > end:
             raise _Truncated
+        if wanted is not None and tag == _CHARACTER_SET and vr and vr != b"CS":
+            raise _Unsupported  # pydicom decodes every text element with this value
         if wanted is not None and tag in _NATIVE_TAGS:
             keyword, kind = _NATIVE_TAGS[tag]
             if vr and vr != kind:
@@ -206,7 +223,33 @@ def _walk(buf: memoryview, pos: int, implicit: bool, wanted: dict | None, need_p
     raise _Truncated  # no PixelData (top level) or no item delimiter (nested) in the bytes read
 
 
-def _parse_native(data: bytes, path: str, need_pixels: bool = True) -> NativeSlice:
+def _only_padding(buf: memoryview, pos: int, implicit: bool) -> bool:
+    """Whether the bytes from ``pos`` on hold nothing, or only Data Set Trailing Padding ``(FFFC,FFFC)`` elements.
+
+    Anything else after PixelData (a repeated RescaleIntercept or ImagePositionPatient, unknown bytes) could change
+    what pydicom reads, since a later element replaces an earlier one there: such files go to pydicom.
+    """
+    end = len(buf)
+    while pos < end:
+        if pos + 8 > end:
+            return False
+        tag = (int.from_bytes(buf[pos : pos + 2], "little") << 16) | int.from_bytes(buf[pos + 2 : pos + 4], "little")
+        if tag != _TRAILING_PADDING:
+            return False
+        try:
+            if implicit:
+                length, pos = int.from_bytes(buf[pos + 4 : pos + 8], "little"), pos + 8
+            else:
+                _, length, pos = _explicit_element(buf, pos, end)
+        except _Unsupported:
+            return False
+        if length == _UNDEFINED or pos + length > end:
+            return False
+        pos += length
+    return True
+
+
+def _parse_native(data: bytes, path: str, need_pixels: bool = True) -> tuple[NativeSlice, int, bool]:
     buf = memoryview(data)
     if len(buf) < 132 + 12:
         raise _Truncated
@@ -220,7 +263,9 @@ def _parse_native(data: bytes, path: str, need_pixels: bool = True) -> NativeSli
         if int.from_bytes(buf[pos : pos + 2], "little") != 0x0002:
             break
         element = int.from_bytes(buf[pos + 2 : pos + 4], "little")
-        _, length, pos = _explicit_element(buf, pos, len(buf))
+        vr, length, pos = _explicit_element(buf, pos, len(buf))
+        if _META_VRS.get(element) != vr:
+            raise _Unsupported  # an unknown meta element or an unexpected VR: pydicom's reading applies
         if length == _UNDEFINED:
             raise _Unsupported
         if pos + length > len(buf):
@@ -233,13 +278,18 @@ def _parse_native(data: bytes, path: str, need_pixels: bool = True) -> NativeSli
     values = _Values()
     _walk(buf, pos, transfer_syntax == _IMPLICIT_LE, values, need_pixels)
     offset, length = values.pop("_pixel")
+    implicit = transfer_syntax == _IMPLICIT_LE
+    if need_pixels and not _only_padding(buf, offset + length, implicit):
+        raise _Unsupported  # elements after PixelData: pydicom's reading (the later value wins) applies
+    if need_pixels and "SamplesPerPixel" not in values:
+        raise _Unsupported  # pydicom refuses to decode pixels without it
     values.file_meta = {"TransferSyntaxUID": transfer_syntax}
     try:
         header = _build_header(values, path)  # type: ignore[arg-type]
     except Exception as exc:
         raise _Unsupported from exc  # let pydicom produce the canonical error
     photometric = values.get("PhotometricInterpretation")
-    return NativeSlice(
+    native = NativeSlice(
         header=header,
         pixel_data=buf[offset : offset + length] if need_pixels else buf[0:0],
         bits_allocated=values.get("BitsAllocated"),  # type: ignore[arg-type]
@@ -247,6 +297,7 @@ def _parse_native(data: bytes, path: str, need_pixels: bool = True) -> NativeSli
         pixel_representation=values.get("PixelRepresentation"),  # type: ignore[arg-type]
         photometric=None if photometric is None else str(photometric),
     )
+    return native, offset + length, implicit
 
 
 def read_native_slice(path: str | os.PathLike) -> NativeSlice | None:
@@ -254,8 +305,9 @@ def read_native_slice(path: str | os.PathLike) -> NativeSlice | None:
 
     The file is read once; the header tags of :data:`HEADER_TAGS` are decoded from their bytes and PixelData is
     kept as a view into the same buffer. Only plain files are taken: Part 10 preamble, Implicit or Explicit VR
-    Little Endian, elements in ascending order, ASCII single-valued text, well-formed numbers, a defined-length
-    PixelData. For anything else (compressed or big-endian syntaxes, multi-valued or non-ASCII text, empty or
+    Little Endian, File Meta elements with their standard VRs, elements in ascending order, ASCII single-valued text,
+    well-formed numbers, a defined-length PixelData followed by nothing but Data Set Trailing Padding (an element
+    after PixelData replaces an earlier one in pydicom, so such files go to pydicom). For anything else (compressed or big-endian syntaxes, multi-valued or non-ASCII text, empty or
     malformed values, header errors) it returns ``None`` and the caller reads the file with pydicom, which also
     produces the canonical error messages.
 
@@ -272,7 +324,7 @@ def read_native_slice(path: str | os.PathLike) -> NativeSlice | None:
     except OSError:
         return None
     try:
-        return _parse_native(data, path)
+        return _parse_native(data, path)[0]
     except (_Unsupported, KeyError, IndexError, ValueError, UnicodeDecodeError):
         return None
 
@@ -295,11 +347,17 @@ def read_native_header(path: str | os.PathLike, prefix_bytes: int = 16384) -> Sl
         with open(path, "rb") as fh:
             data = fh.read(prefix_bytes)
             try:
-                return _parse_native(data, path, need_pixels=False).header
+                native, pixel_end, implicit = _parse_native(data, path, need_pixels=False)
             except _Truncated:
                 if len(data) < prefix_bytes:
                     return None  # the whole file was read: truly truncated
                 data += fh.read()
-            return _parse_native(data, path, need_pixels=False).header
+                native, pixel_end, implicit = _parse_native(data, path, need_pixels=False)
+            size = os.fstat(fh.fileno()).st_size
+            if size > pixel_end:  # something follows PixelData: only trailing padding keeps this header
+                fh.seek(pixel_end)
+                if not _only_padding(memoryview(fh.read()), 0, implicit):
+                    return None
+            return native.header
     except (OSError, _Unsupported, KeyError, IndexError, ValueError, UnicodeDecodeError):
         return None

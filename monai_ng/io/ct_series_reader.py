@@ -48,7 +48,7 @@ from monai.utils import MetaKeys, SpaceKeys
 from monai_ng.io._native_dicom import NativeSlice, read_native_slice
 from monai_ng.io.dicom_header import SliceHeader, header_from_dataset, lenient_value_reading, read_dataset
 from monai_ng.io.header_scan import group_by_series
-from monai_ng.io.pixel_decoding import MONOCHROME1_POLICIES, decode_slice_hu
+from monai_ng.io.pixel_decoding import MONOCHROME1_POLICIES, decode_slice_hu, truncated_pixel_data
 from monai_ng.io.series_geometry import LPS_TO_RAS, SeriesGeometry, analyze_series_geometry, dicom_affine
 
 __all__ = ["GEOMETRY_POLICIES", "NIFTI_SUFFIXES", "PER_SLICE_KEYS", "CTSeriesReader", "DicomSeries", "NiftiVolume"]
@@ -115,6 +115,20 @@ def _looks_like_dicom(path: str | os.PathLike) -> bool:
             return fh.read(132)[128:] == b"DICM"
     except OSError:
         return False
+
+
+def _check_hu(stack: np.ndarray, series: DicomSeries, files: Sequence[str]) -> None:
+    """Refuse a decoded ``[Z, rows, cols]`` HU stack that is not finite or holds one value only (naming the files).
+
+    A huge RescaleIntercept or a zero slope gives such stacks; embedding them would pass a blank scan off as a scan.
+    """
+    low, high = float(stack.min()), float(stack.max())
+    where = files[0] if len(files) == 1 else f"{series.source} (series {series.series_uid}, first file {files[0]})"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        bad = int(np.flatnonzero(~np.isfinite(stack).reshape(len(files), -1).all(axis=1))[0])
+        raise ValueError(f"{files[bad]}: HU values are not finite (RescaleSlope / RescaleIntercept overflow)")
+    if low == high and stack.size > 1:
+        raise ValueError(f"{where}: every voxel has the same HU value {low:g}; not a CT scan, refusing it")
 
 
 class CTSeriesReader(ImageReader):
@@ -264,6 +278,9 @@ class CTSeriesReader(ImageReader):
                     else:
                         ds = read_dataset(f)
                         header = header_from_dataset(ds, f)
+                    problem = truncated_pixel_data(ds, header)
+                    if problem is not None:
+                        raise ValueError(f"{f}: {problem}")
                 except ValueError as exc:
                     if self.skip_unreadable and from_folder:
                         skipped.append((f, str(exc)))
@@ -310,6 +327,7 @@ class CTSeriesReader(ImageReader):
                 _, info = decode_slice_hu(datasets[i], headers[i], self.fix_ich_wrap, self.monochrome1, out=stack[k])  # type: ignore[arg-type]
                 datasets[i] = None  # release the file's bytes once decoded
                 infos.append(info)
+        _check_hu(stack, series, [headers[i].path for i in geometry.order])
         # a strided view [X (cols), Y (rows), Z]; MONAI transforms accept non-contiguous tensors
         volume = stack.transpose(2, 1, 0)
         affine = dicom_affine(headers, geometry)

@@ -1,6 +1,6 @@
 """Header-only reading of one DICOM slice: the tags needed to group, order and decode CT slices.
 
-Only the tags of :data:`HEADER_TAGS` are parsed (``pydicom.dcmread(stop_before_pixels=True, specific_tags=...)``);
+Only the tags of :data:`HEADER_TAGS` are parsed (``pydicom.dcmread(specific_tags=...)``, PixelData skipped unread);
 plain uncompressed little-endian files are parsed by the one-pass reader of :mod:`monai_ng.io._native_dicom`, which
 gives the same :class:`SliceHeader` and hands every file it is unsure about to pydicom. Geometry follows DICOM PS3.3
 C.7.6.2.1.1: the slice normal is the cross product of the row and column direction cosines of
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 import warnings
 from collections.abc import Iterator, Sequence
@@ -23,10 +24,12 @@ from pydicom.errors import InvalidDicomError
 __all__ = [
     "HEADER_TAGS",
     "SliceHeader",
+    "describe_error",
     "header_from_dataset",
     "lenient_value_reading",
     "read_dataset",
     "read_slice_header",
+    "shown_value",
     "slice_normal",
 ]
 
@@ -128,11 +131,77 @@ def _first(value: object) -> object:
     return value
 
 
-def _float_or_none(value: object) -> float | None:
-    value = _first(value)
-    if value is None or value == "":
+_QUOTED = re.compile(r"b?'(?:[^'\\]|\\.)*'" + r'|b?"(?:[^"\\]|\\.)*"')
+_UNPRINTABLE = re.compile(r"[^ -~]+")
+
+
+def shown_value(value: object) -> str:
+    """A value for an error message: quoted when short printable text, else only its length.
+
+    A corrupted length field can make an element's value run over the following elements (PatientName, ...);
+    such values hold non-printable bytes and are never quoted.
+    """
+    text = value.decode("latin-1") if isinstance(value, (bytes, bytearray, memoryview)) else str(value)
+    if len(text) <= 32 and not _UNPRINTABLE.search(text):
+        return repr(text)
+    return f"<{len(text)} characters, not shown>"
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"TypeName: message"`` of a reader's exception with quoted values and non-printable bytes left out.
+
+    pydicom's messages can quote raw element bytes or values (``invalid literal for int(): 'JOHN^DOE'``); failure
+    reasons keep the exception type, the tag names and the file path only.
+    """
+    text = _QUOTED.sub("<value>", str(exc))
+    text = _UNPRINTABLE.sub(" ", text)
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
+def _lenient_float(value: object) -> float | None:
+    """A float of a tag that only informs (windows, tilt): ``None`` when absent or malformed."""
+    try:
+        value = _first(value)
+        if value is None or value == "":
+            return None
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
         return None
-    return float(value)
+
+
+def _needed_float(ds: pydicom.Dataset, keyword: str, path: str) -> float | None:
+    """A float of a tag that HU depend on: absent -> ``None``; malformed -> ``ValueError`` naming file and tag."""
+    value = ds.get(keyword)
+    if isinstance(value, (pydicom.multival.MultiValue, list, tuple)):
+        raise ValueError(f"{path}: {keyword} has {len(value)} values, expected 1")
+    try:
+        if value is None or value == "":
+            return None
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{path}: {keyword} is not a number ({shown_value(value)})") from exc
+
+
+def _needed_int(ds: pydicom.Dataset, keyword: str, path: str, default: int | None = None) -> int | None:
+    """An int of a tag that geometry or decoding depend on (``default`` when absent or empty)."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        if isinstance(value, (str, bytes)) or not float(value).is_integer():  # type: ignore[arg-type]
+            raise TypeError
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{path}: {keyword} is not an integer ({shown_value(value)})") from exc
+
+
+def _lenient_int(value: object) -> int | None:
+    try:
+        return None if value in (None, "") else int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _floats(ds: pydicom.Dataset, keyword: str, n: int, path: str) -> tuple[float, ...] | None:
@@ -141,8 +210,8 @@ def _floats(ds: pydicom.Dataset, keyword: str, n: int, path: str) -> tuple[float
         return None
     try:
         out = tuple(float(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: {keyword} is not numeric ({value!r})") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{path}: {keyword} is not numeric ({shown_value(value)})") from exc
     if len(out) != n:
         raise ValueError(f"{path}: {keyword} has {len(out)} values, expected {n}")
     if not all(np.isfinite(out)):
@@ -192,13 +261,17 @@ def read_slice_header(path: str | os.PathLike) -> SliceHeader:
         return header
     with lenient_value_reading():
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+            # the whole file is walked (PixelData skipped unread), so that an element repeated after PixelData
+            # gives the header a full read gives (a later element replaces an earlier one in pydicom)
+            ds = pydicom.dcmread(path, specific_tags=list(HEADER_TAGS))
         except InvalidDicomError as exc:
             raise ValueError(f"{path}: not a DICOM file ({exc})") from exc
         except FileNotFoundError as exc:
             raise ValueError(f"{path}: file not found") from exc
         except (OSError, EOFError, struct.error) as exc:
-            raise ValueError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+            raise ValueError(f"{path}: unreadable DICOM header ({describe_error(exc)})") from exc
+        except Exception as exc:  # pydicom raises many types on corrupt files (NotImplementedError for unknown VRs)
+            raise ValueError(f"{path}: unreadable DICOM header ({describe_error(exc)})") from exc
         return header_from_dataset(ds, path)
 
 
@@ -227,7 +300,7 @@ def header_from_dataset(ds: pydicom.Dataset, path: str) -> SliceHeader:
     except ValueError:
         raise
     except Exception as exc:  # malformed element values surface lazily while converting
-        raise ValueError(f"{path}: malformed DICOM header ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{path}: malformed DICOM header ({describe_error(exc)})") from exc
 
 
 def _build_header(ds: pydicom.Dataset, path: str) -> SliceHeader:
@@ -236,13 +309,14 @@ def _build_header(ds: pydicom.Dataset, path: str) -> SliceHeader:
         meta = getattr(ds, "file_meta", None)
         sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
         name = str(getattr(sop_class, "name", sop_class)) if sop_class else "unknown SOP class"
-        if "Image Storage" in name:
+        if "Image Storage" in name and not _UNPRINTABLE.search(name):
             raise ValueError(f"{path}: {name} header without Rows/Columns: file truncated or header incomplete")
-        raise ValueError(f"{path}: not an image (no Rows/Columns; SOP class {name})")
-    frames = int(ds.get("NumberOfFrames") or 1)
+        raise ValueError(f"{path}: not an image (no Rows/Columns; SOP class {shown_value(name)})")
+    rows, cols = _needed_int(ds, "Rows", path), _needed_int(ds, "Columns", path)
+    frames = _needed_int(ds, "NumberOfFrames", path) or 1
     if frames != 1:
         raise ValueError(f"{path}: multi-frame image with {frames} frames; only single-slice files are supported")
-    samples = int(ds.get("SamplesPerPixel") or 1)
+    samples = _needed_int(ds, "SamplesPerPixel", path) or 1
     if samples != 1:
         raise ValueError(f"{path}: {samples} samples per pixel; CT slices must be single-channel")
     ipp = _floats(ds, "ImagePositionPatient", 3, path)
@@ -250,10 +324,14 @@ def _build_header(ds: pydicom.Dataset, path: str) -> SliceHeader:
     spacing = _floats(ds, "PixelSpacing", 2, path)
     meta = getattr(ds, "file_meta", None)
     tsyntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    slope = _float_or_none(ds.get("RescaleSlope"))
-    intercept = _float_or_none(ds.get("RescaleIntercept"))
-    inst = ds.get("InstanceNumber")
-    tilt = _float_or_none(ds.get("GantryDetectorTilt"))
+    slope = _needed_float(ds, "RescaleSlope", path)
+    intercept = _needed_float(ds, "RescaleIntercept", path)
+    if slope is not None and (not np.isfinite(slope) or slope == 0):
+        raise ValueError(f"{path}: RescaleSlope {slope} would make every HU value the same; refusing the file")
+    if intercept is not None and not np.isfinite(intercept):
+        raise ValueError(f"{path}: RescaleIntercept {intercept} is not finite; refusing the file")
+    bits_allocated = _needed_int(ds, "BitsAllocated", path) or 16
+    tilt = _lenient_float(ds.get("GantryDetectorTilt"))
     return SliceHeader(
         path=path,
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
@@ -263,18 +341,18 @@ def _build_header(ds: pydicom.Dataset, path: str) -> SliceHeader:
         image_position=ipp,  # type: ignore[arg-type]
         image_orientation=iop,  # type: ignore[arg-type]
         pixel_spacing=spacing,  # type: ignore[arg-type]
-        rows=int(rows),
-        columns=int(cols),
+        rows=rows,  # type: ignore[arg-type]
+        columns=cols,  # type: ignore[arg-type]
         rescale_slope=1.0 if slope is None else slope,
         rescale_intercept=0.0 if intercept is None else intercept,
-        bits_allocated=int(ds.get("BitsAllocated") or 16),
-        bits_stored=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16),
-        pixel_representation=int(ds.get("PixelRepresentation") or 0),
+        bits_allocated=bits_allocated,
+        bits_stored=_needed_int(ds, "BitsStored", path) or bits_allocated,
+        pixel_representation=_needed_int(ds, "PixelRepresentation", path) or 0,
         photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip(),
-        instance_number=None if inst in (None, "") else int(inst),
+        instance_number=_lenient_int(ds.get("InstanceNumber")),
         transfer_syntax=tsyntax,
-        window_center=_float_or_none(ds.get("WindowCenter")),
-        window_width=_float_or_none(ds.get("WindowWidth")),
+        window_center=_lenient_float(ds.get("WindowCenter")),
+        window_width=_lenient_float(ds.get("WindowWidth")),
         number_of_frames=frames,
         gantry_tilt=0.0 if tilt is None else tilt,
         modality=str(ds.get("Modality", "")),
@@ -290,4 +368,4 @@ def read_dataset(path: str) -> pydicom.Dataset:
     except FileNotFoundError as exc:
         raise ValueError(f"{path}: file not found") from exc
     except Exception as exc:
-        raise ValueError(f"{path}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{path}: unreadable DICOM file ({describe_error(exc)})") from exc

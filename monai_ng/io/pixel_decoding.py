@@ -22,9 +22,16 @@ import numpy as np
 import pydicom
 
 from monai_ng.io._native_dicom import NATIVE_LITTLE_ENDIAN, NativeSlice
-from monai_ng.io.dicom_header import SliceHeader, read_dataset
+from monai_ng.io.dicom_header import SliceHeader, describe_error, read_dataset
 
-__all__ = ["MONOCHROME1_POLICIES", "decode_slice_hu", "fix_rsna_ich_wrap", "sign_extend", "stored_pixels"]
+__all__ = [
+    "MONOCHROME1_POLICIES",
+    "decode_slice_hu",
+    "fix_rsna_ich_wrap",
+    "sign_extend",
+    "stored_pixels",
+    "truncated_pixel_data",
+]
 
 #: ``decode_slice_hu(monochrome1=...)`` values.
 MONOCHROME1_POLICIES = ("hu", "invert")
@@ -111,7 +118,7 @@ def _little_endian_pixels(
         return None
     if bits_allocated not in (8, 16, 32) or representation not in (0, 1) or bits_stored is None:
         return None
-    if not 1 <= bits_stored <= bits_allocated or str(photometric).strip() not in ("MONOCHROME1", "MONOCHROME2"):  # type: ignore[operator]
+    if not 1 <= bits_stored <= bits_allocated or photometric not in ("MONOCHROME1", "MONOCHROME2"):  # type: ignore[operator]
         return None
     rows, columns = shape
     n = rows * columns
@@ -141,7 +148,7 @@ def _native_stored_pixels(ds: pydicom.Dataset | NativeSlice, header: SliceHeader
         return _little_endian_pixels(ds.pixel_data, (header.rows, header.columns), *values)
     if "PixelData" not in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
         return None
-    if int(ds.get("SamplesPerPixel") or 1) != 1 or int(ds.get("NumberOfFrames") or 1) != 1:
+    if ds.get("SamplesPerPixel") != 1 or int(ds.get("NumberOfFrames") or 1) != 1:  # pixel_array needs the tag
         return None
     if (ds.get("Rows"), ds.get("Columns")) != (header.rows, header.columns):
         return None
@@ -153,6 +160,25 @@ def _native_stored_pixels(ds: pydicom.Dataset | NativeSlice, header: SliceHeader
         ds.get("PixelRepresentation"),
         ds.get("PhotometricInterpretation"),
     )
+
+
+def truncated_pixel_data(ds: pydicom.Dataset | NativeSlice, header: SliceHeader) -> str | None:
+    """Why the uncompressed PixelData of a slice is too short for Rows x Columns (``None`` when it is not).
+
+    Only native (uncompressed little-endian) syntaxes are checked: a compressed frame's size is known after decoding.
+    """
+    if header.transfer_syntax not in NATIVE_LITTLE_ENDIAN:
+        return None
+    try:
+        data = ds.pixel_data if isinstance(ds, NativeSlice) else ds.get("PixelData")
+    except Exception as exc:  # a PixelData element pydicom cannot convert (an unknown VR)
+        return f"unreadable PixelData element ({describe_error(exc)})"
+    if data is None or not isinstance(data, (bytes, bytearray, memoryview)):
+        return None
+    expected = header.rows * header.columns * max(1, header.bits_allocated // 8)
+    if len(data) < expected:
+        return f"truncated pixel data: {len(data)} bytes, {expected} expected for {header.rows} x {header.columns}"
+    return None
 
 
 def stored_pixels(ds: pydicom.Dataset | NativeSlice, header: SliceHeader, fast: bool = True) -> np.ndarray:
@@ -189,7 +215,7 @@ def stored_pixels(ds: pydicom.Dataset | NativeSlice, header: SliceHeader, fast: 
         name = pydicom.uid.UID(ts).name if ts else "unknown transfer syntax"
         if problem is not None:
             raise ValueError(f"{path}: cannot decode {name} ({ts}) pixel data: {problem}") from exc
-        raise ValueError(f"{path}: cannot decode pixel data ({name}): {type(exc).__name__}: {exc}") from exc
+        raise ValueError(f"{path}: cannot decode pixel data ({name}): {describe_error(exc)}") from exc
     if px.shape != (header.rows, header.columns):
         raise ValueError(f"{path}: decoded pixel shape {px.shape} != (Rows, Columns) {(header.rows, header.columns)}")
     return px
@@ -224,7 +250,12 @@ def decode_slice_hu(
         ValueError: naming the file and reason: no pixel data, truncated pixel data, no decoder for a compressed
             transfer syntax (naming the missing plugin), or a decoded shape that disagrees with Rows/Columns.
     """
-    px = stored_pixels(ds, header, fast=fast)
+    try:
+        px = stored_pixels(ds, header, fast=fast)
+    except ValueError:
+        raise
+    except Exception as exc:  # malformed pixel-module values of a pydicom dataset (a str BitsStored, an unknown VR)
+        raise ValueError(f"{header.path}: cannot decode pixel data ({describe_error(exc)})") from exc
     if out is None:
         out = np.empty(px.shape, dtype=np.float32)
     elif out.shape != px.shape or out.dtype != np.float32:

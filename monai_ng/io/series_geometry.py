@@ -43,6 +43,9 @@ class SeriesGeometry:
         tilt_degrees: angle between the slice-to-slice step and the normal (gantry tilt), or the
             GantryDetectorTilt tag when larger.
         non_axial: slice normal more than ``axial_tolerance_degrees`` away from the patient z axis.
+        oblique_degrees: angle between the slice normal and the nearest patient axis (x, y or z).
+        oblique: ``oblique_degrees`` is at least ``oblique_tolerance_degrees`` (an oblique acquisition, even when the
+            slices step along the normal and GantryDetectorTilt is 0).
         issues: human-readable list of every problem found (empty = clean series); these are what
             ``on_geometry_issue`` acts on.
         notes: harmless events (exact duplicates dropped), never raised.
@@ -61,6 +64,8 @@ class SeriesGeometry:
     inconsistent_spacing: bool = False
     tilt_degrees: float = 0.0
     non_axial: bool = False
+    oblique_degrees: float = 0.0
+    oblique: bool = False
     issues: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -76,6 +81,7 @@ def analyze_series_geometry(
     tilt_tolerance_degrees: float = 0.5,
     axial_tolerance_degrees: float = 30.0,
     position_tolerance: float = 1e-3,
+    oblique_tolerance_degrees: float = 5.0,
 ) -> SeriesGeometry:
     """Order the slices of one series along the slice normal and report its geometry problems.
 
@@ -91,6 +97,8 @@ def analyze_series_geometry(
         tilt_tolerance_degrees: angle between step and normal tolerated before reporting gantry tilt.
         axial_tolerance_degrees: angle between normal and patient z tolerated before reporting non-axial.
         position_tolerance: two positions closer than this (mm) are the same position.
+        oblique_tolerance_degrees: an angle of at least this between the normal and the nearest patient axis is
+            reported as an oblique acquisition.
 
     Returns:
         The :class:`SeriesGeometry`.
@@ -213,6 +221,14 @@ def analyze_series_geometry(
             f"non-axial acquisition: slice normal {tuple(np.round(n, 3))} is {axial_angle:.1f} degrees from the "
             f"patient z axis in series {first.series_instance_uid}"
         )
+    nearest = int(np.argmax(np.abs(n)))
+    oblique_angle = float(np.degrees(np.arccos(min(1.0, abs(float(n[nearest]))))))
+    oblique = oblique_angle >= oblique_tolerance_degrees
+    if oblique and not (nearest == 2 and non_axial):  # a non-axial series already reports its angle from z
+        issues.append(
+            f"oblique acquisition: slice normal {tuple(np.round(n, 3))} is {oblique_angle:.1f} degrees from the "
+            f"patient {'xyz'[nearest]} axis in series {first.series_instance_uid}"
+        )
     return SeriesGeometry(
         order=[int(i) for i in order],
         positions=[float(p) for p in pos],
@@ -227,6 +243,8 @@ def analyze_series_geometry(
         inconsistent_spacing=inconsistent,
         tilt_degrees=tilt,
         non_axial=non_axial,
+        oblique_degrees=oblique_angle,
+        oblique=oblique,
         issues=issues,
         notes=notes,
     )

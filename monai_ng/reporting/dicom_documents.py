@@ -258,6 +258,9 @@ def build_attention_secondary_capture(
         patient_orientation=("L", "P"),  # required by highdicom for PATIENT; emptied below (Type 2)
     )
     image.PatientOrientation = None
+    # General Series: Laterality is Type 2C (paired body parts); a figure of a whole scan has none, so present, empty
+    if "Laterality" not in image:
+        image.Laterality = None
     image.ConversionType = "WSD"
     image.BurnedInAnnotation = "NO"
     image.SeriesDescription = "NG attention MIL figure"

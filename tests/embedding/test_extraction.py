@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -294,6 +295,20 @@ def test_finished_store_mismatch_refused_and_match_is_a_no_op(phantom, reference
     rc, stdout, _ = _run_cli(_cli_args(phantom["manifest"], out))
     assert rc == 0 and "already complete" in stdout and "random-init encoder" in stdout
     assert (out / "embeddings.npy").stat().st_mtime_ns == before
+
+
+def test_rerun_on_finished_store_cleans_a_half_removed_work_folder(phantom, reference, tmp_path):
+    # issue 11: killed while removing OUT.parts after the store was finished -> every re-run failed on a missing
+    # shard; a finished store makes the re-run a no-op that finishes the clean-up
+    out = tmp_path / "store"
+    shutil.copytree(reference["out"], out)
+    work = work_dir_for(out)
+    (work / "shards").mkdir(parents=True)
+    (work / "shards" / "part-000001.npz").write_bytes(b"left over")  # part-000000.npz already removed
+    rc, stdout, stderr = _run_cli(_cli_args(phantom["manifest"], out))
+    assert rc == 0 and "already complete" in stdout, stderr
+    assert not work.exists()
+    _assert_same_store(out, reference["out"])
 
 
 def test_training_side_require_metadata(reference):

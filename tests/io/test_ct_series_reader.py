@@ -148,7 +148,7 @@ def test_monochrome1(tmp_path: Path) -> None:
 def test_multi_valued_window_first(tmp_path: Path) -> None:
     p = write_slice(
         tmp_path / "a.dcm",
-        np.zeros((2, 2), np.int16),
+        np.eye(2, dtype=np.int16),
         sop="1.1",
         ipp=(0, 0, 0),
         WindowCenter=[36, 80],
@@ -204,7 +204,7 @@ def test_mixed_folder_needs_series_uid(tmp_path: Path) -> None:
         for k in range(2):
             write_slice(
                 tmp_path / f"{s}_{k}.dcm",
-                np.full((2, 2), int(s[-1]), np.int16),
+                np.full((2, 2), int(s[-1]), np.int16) + np.eye(2, dtype=np.int16),
                 sop=f"{s}.{k}",
                 ipp=(0, 0, k),
                 series=s,
@@ -217,7 +217,7 @@ def test_mixed_folder_needs_series_uid(tmp_path: Path) -> None:
 
 def test_geometry_policy(tmp_path: Path) -> None:
     for k, z in enumerate([0, 1, 2, 4]):  # one missing slice
-        write_slice(tmp_path / f"{k}.dcm", np.zeros((2, 2), np.int16), sop=f"1.{k}", ipp=(0, 0, z))
+        write_slice(tmp_path / f"{k}.dcm", np.eye(2, dtype=np.int16), sop=f"1.{k}", ipp=(0, 0, z))
     with pytest.raises(ValueError, match="gap of 2.000 mm"):
         LoadCTSeries(on_geometry_issue="raise")(tmp_path)
     with pytest.warns(UserWarning, match="missing slice"):

@@ -36,7 +36,7 @@ def write_slice(path: Path, pixels: np.ndarray, *, sop: str, ipp, series: str) -
 
 def test_dictionary_version(tmp_path: Path) -> None:
     for s in ("1.1", "1.2"):
-        write_slice(tmp_path / f"{s}.dcm", np.full((2, 2), 7, np.int16), sop=f"{s}.0", ipp=(0, 0, 0), series=s)
+        write_slice(tmp_path / f"{s}.dcm", np.eye(2, dtype=np.int16) + 7, sop=f"{s}.0", ipp=(0, 0, 0), series=s)
     t = LoadCTSeriesd(keys="image", series_uid_key="series")
     d = t({"image": str(tmp_path), "series": "1.1", "label": 1})
     assert d["label"] == 1 and d["image"].meta["series_uid"] == "1.1"
