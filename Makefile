@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test lint
+.PHONY: setup demo demo-synthetic test lint
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The head CT bundle end to end on phantom CT, offline (docs/getting_started.md): ~2 min on 2 busy CPU cores.
 demo: $(STAMP)
 	$(VENV)/bin/monai-ng demo --out outputs/demo
+
+# The synthetic-embedding experiment (no images, no encoder).
+demo-synthetic: $(STAMP)
+	$(VENV)/bin/monai-ng demo --synthetic --out outputs/demo-synthetic
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports

@@ -9,6 +9,8 @@ Every check raises before anything is written and names the file or folder and t
   whose keys and shapes match ``network_def``.
 * :func:`check_encoder_matches`: the encoder of an inference run is the one whose embeddings ``model.pt`` was
   trained on (``models/embedding.json``, written by training beside ``model.pt``).
+* :func:`load_checkpoint_network`: a checkpoint of ``monai-ng experiment`` / ``train_mil`` (build arguments in its
+  header) as the inference ``network_def``, checked against the encoder's embedding width.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from monai_ng.data.scan_manifest import ENCODING_COLUMNS, read_scan_manifest, va
 from monai_ng.data.splits import patient_level_split
 from monai_ng.embedding.encoder import RANDOM_INIT, FrozenSliceEncoder
 from monai_ng.embedding.stack_loading import CTSliceStackLoader
+from monai_ng.networks.checkpoint import load_mil_checkpoint
+from monai_ng.networks.mil_network import MILNetwork
 
 __all__ = [
     "BundleInputError",
@@ -38,6 +42,7 @@ __all__ = [
     "check_encoder_matches",
     "default_encoder_weights",
     "embedding_spec",
+    "load_checkpoint_network",
     "load_network_weights",
     "open_embedding_store",
     "read_labelled_manifest",
@@ -273,3 +278,29 @@ def check_encoder_matches(
             f"{path}: model.pt was trained on embeddings from another encoder or preprocessing: " + "; ".join(diffs)
         )
     return encoder
+
+
+def load_checkpoint_network(path: str | os.PathLike, embed_dim: int | None = None) -> MILNetwork:
+    """A MIL checkpoint (``.safetensors``, or ``.pt`` with its ``.json``; :func:`monai_ng.networks.save_mil_checkpoint`)
+    as an inference ``network_def``, in eval mode.
+
+    Args:
+        path: the checkpoint written by ``monai-ng experiment`` (``checkpoints/*.safetensors``) or ``train_mil``
+            (``best_model.pt``).
+        embed_dim: the encoder's embedding width D; the checkpoint's ``in_features`` must equal it.
+
+    Raises:
+        BundleInputError: naming the file: missing, not a MIL checkpoint, or trained on embeddings of another width.
+    """
+    path = Path(path)
+    try:
+        network, header = load_mil_checkpoint(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise BundleInputError(f"checkpoint {path}: {exc}") from exc
+    if embed_dim is not None and int(header["in_features"]) != int(embed_dim):
+        raise BundleInputError(
+            f"checkpoint {path}: trained on {header['in_features']}-d embeddings, but the encoder gives {embed_dim}-d; "
+            "give the encoder the checkpoint was trained with (--encoder-name / --bundle)"
+        )
+    logger.info("loaded %s (%s)", path, header["network"])
+    return network.eval()

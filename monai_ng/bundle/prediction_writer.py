@@ -19,6 +19,7 @@ import io
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class PredictionWriter:
     Attributes:
         results: the :class:`ScanResult` of every scan written so far.
         failures: ``{"scan_id", "stage", "reason"}`` per failed scan.
+        seconds: wall-clock seconds spent writing so far (stage timings).
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class PredictionWriter:
         self.thumbnail_channel = int(thumbnail_channel)
         self.results: list[ScanResult] = []
         self.failures: list[dict[str, str]] = []
+        self.seconds = 0.0
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
@@ -119,6 +122,13 @@ class PredictionWriter:
         self.failures.append({"scan_id": scan_id, "stage": stage, "reason": reason})
 
     def __call__(self, engine: Engine) -> None:
+        start = time.perf_counter()
+        try:
+            self._write_batch(engine)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _write_batch(self, engine: Engine) -> None:
         batch = engine.state.batch
         output = engine.state.output or {}
         scan_ids = list(batch.get("scan_id") or [])
@@ -202,6 +212,7 @@ class PredictionWriter:
 
     def finish(self, engine: Engine | None = None) -> None:
         """Write ``predictions.csv`` (all scans) and ``failures.csv``; log a one-line summary."""
+        start = time.perf_counter()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_results_csv(self.results, self.output_dir / PREDICTIONS_FILE, top_k=self.top_k)
         text = io.StringIO()
@@ -216,3 +227,4 @@ class PredictionWriter:
             len(self.failures),
             FAILURES_FILE,
         )
+        self.seconds += time.perf_counter() - start

@@ -1,30 +1,47 @@
-"""Find the scans of an inference input folder: DICOM series (by SeriesInstanceUID, any depth) and NIfTI volumes.
+"""Find the scans of an inference input: DICOM series (by SeriesInstanceUID, any depth), NIfTI volumes, a manifest.
 
 A bundle's ``inference.json`` points ``dataset_dir`` at a folder as it comes from a PACS export or a research drive:
 DICOM files of one or many series at any depth (files of several series mixed in one folder included; every series
 is found by its SeriesInstanceUID, never by folder), and/or NIfTI volumes (``*.nii``, ``*.nii.gz``). Each scan
 becomes one MONAI dataset item ``{"image": <the series' files | the NIfTI path>, "scan_id": <pseudonymous id>}``.
 
+``dataset_dir`` may also be one NIfTI file, a scan manifest (``.csv`` / ``.parquet`` as ``monai-ng ingest`` writes
+it: ``scan_id`` and ``slice_files`` are used, ``slice_files`` a JSON array of ordered files or one folder / volume), or
+a list of any of these (:func:`find_scan_inputs`).
+
 The scan id is never a patient identifier: ``series-<first 12 hex digits of sha256(SeriesInstanceUID)>`` for DICOM
-(stable across runs, no UID or name leaks into file names) and the file stem for NIfTI (the user chose that name).
+(stable across runs, no UID or name leaks into file names), the file stem for NIfTI (the user chose that name) and
+the manifest's own ``scan_id`` for a manifest (the user chose those too).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from monai_ng.io.header_scan import group_by_series, scan_headers
 from monai_ng.reporting.scan_result import check_scan_id
 
-__all__ = ["NIFTI_SUFFIXES", "ScanInputError", "dicom_scan_id", "find_scan_inputs"]
+__all__ = [
+    "MANIFEST_SUFFIXES",
+    "NIFTI_SUFFIXES",
+    "ScanInputError",
+    "dicom_scan_id",
+    "find_scan_inputs",
+    "read_manifest_scans",
+]
 
 logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+MANIFEST_SUFFIXES = (".csv", ".parquet")
 
 
 class ScanInputError(ValueError):
@@ -60,11 +77,82 @@ def _is_candidate_dicom(path: Path) -> bool:
         return False
 
 
-def find_scan_inputs(dataset_dir: str | os.PathLike, workers: int = 1, progress: bool = False) -> list[dict[str, Any]]:
-    """List the scans under ``dataset_dir`` as MONAI dataset items.
+def _manifest_files(cell: Any, scan: str, path: Path) -> list[str]:
+    if isinstance(cell, str):
+        text = cell.strip()
+        if text.startswith("["):
+            try:
+                cell = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ScanInputError(f"{path}: scan {scan!r}: slice_files is not a JSON array ({exc})") from exc
+        else:
+            cell = [text] if text else []
+    files = [str(f) for f in (cell.tolist() if hasattr(cell, "tolist") else list(cell or []))]
+    if not files:
+        raise ScanInputError(f"{path}: scan {scan!r}: slice_files is empty")
+    return files
+
+
+def read_manifest_scans(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The scans of a scan manifest (``.csv`` / ``.parquet``) as MONAI dataset items, in file order.
+
+    Only ``scan_id`` and ``slice_files`` are read (labels are not needed to predict); ``series_uid`` when present.
+    Relative slice paths are taken relative to the manifest's folder.
+
+    Raises:
+        ScanInputError: naming the file (and the scan): unreadable, no ``scan_id`` / ``slice_files`` column, no rows,
+            a duplicate or unsafe scan id, an empty ``slice_files``.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:  # pandas raises many types on a malformed file
+        raise ScanInputError(f"{path}: cannot read as a scan manifest ({type(exc).__name__}: {exc})") from exc
+    missing = [c for c in ("scan_id", "slice_files") if c not in frame.columns]
+    if missing:
+        raise ScanInputError(f"{path}: not a scan manifest: lacks column(s) {missing} (make it with `monai-ng ingest`)")
+    if len(frame) == 0:
+        raise ScanInputError(f"{path}: the manifest has no scans")
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for row, record in enumerate(frame.to_dict("records")):
+        scan = str(record["scan_id"])
+        try:
+            check_scan_id(scan)
+        except (TypeError, ValueError) as exc:
+            raise ScanInputError(f"{path}: row {row}: scan_id cannot be used as a file name ({exc})") from exc
+        if scan in seen:
+            raise ScanInputError(f"{path}: scan {scan!r} appears more than once")
+        seen.add(scan)
+        files = [
+            f if Path(f).is_absolute() else str(path.parent / f)
+            for f in _manifest_files(record["slice_files"], scan, path)
+        ]
+        series = record.get("series_uid")
+        items.append(
+            {
+                "image": files,
+                "scan_id": scan,
+                "source": "manifest",
+                "series_uid": str(series) if series not in (None, "") else None,
+            }
+        )
+    logger.info("manifest %s: %d scan(s)", path, len(items))
+    return items
+
+
+def find_scan_inputs(
+    dataset_dir: str | os.PathLike | Sequence[str | os.PathLike], workers: int = 1, progress: bool = False
+) -> list[dict[str, Any]]:
+    """List the scans of ``dataset_dir`` as MONAI dataset items.
 
     Args:
-        dataset_dir: folder holding DICOM series (any depth, mixed folders allowed) and/or NIfTI files.
+        dataset_dir: folder holding DICOM series (any depth, mixed folders allowed) and/or NIfTI files; or one NIfTI
+            file; or a scan manifest (``.csv`` / ``.parquet``, see :func:`read_manifest_scans`); or a list of these
+            (their scans are concatenated; scan ids must be unique across them).
         workers: processes reading DICOM headers.
         progress: show a progress bar while reading headers.
 
@@ -78,11 +166,34 @@ def find_scan_inputs(dataset_dir: str | os.PathLike, workers: int = 1, progress:
             DICOM series and no NIfTI file (then the first unreadable files are listed); two NIfTI files with the same
             stem (their scan ids would collide).
     """
+    if isinstance(dataset_dir, Sequence) and not isinstance(dataset_dir, (str, bytes)):
+        if not dataset_dir:
+            raise ScanInputError("dataset_dir: an empty list of inputs")
+        if len(dataset_dir) > 1:
+            items = [i for d in dataset_dir for i in find_scan_inputs(d, workers=workers, progress=progress)]
+            ids = [i["scan_id"] for i in items]
+            dupes = sorted({s for s in ids if ids.count(s) > 1})
+            if dupes:
+                raise ScanInputError(f"inputs {[str(d) for d in dataset_dir]}: scan ids {dupes[:5]} occur twice")
+            return items
+        dataset_dir = dataset_dir[0]
     root = Path(dataset_dir)
+    if root.is_file() and root.name.endswith(NIFTI_SUFFIXES):
+        stem = _nifti_stem(root)
+        try:
+            check_scan_id(stem)
+        except ValueError as exc:
+            raise ScanInputError(f"{root}: the file name cannot be used as a scan id ({exc})") from exc
+        return [{"image": str(root), "scan_id": stem, "source": "nifti", "series_uid": None}]
+    if root.is_file() and root.suffix in MANIFEST_SUFFIXES:
+        return read_manifest_scans(root)
     if not root.exists():
         raise ScanInputError(f"dataset_dir {root}: folder does not exist (pass --dataset_dir DICOM_OR_NIFTI_FOLDER)")
     if not root.is_dir():
-        raise ScanInputError(f"dataset_dir {root}: not a folder")
+        raise ScanInputError(
+            f"dataset_dir {root}: not a folder, NIfTI file ({', '.join(NIFTI_SUFFIXES)}) or scan manifest "
+            f"({', '.join(MANIFEST_SUFFIXES)})"
+        )
     files = sorted(p for p in root.rglob("*") if p.is_file())
     if not files:
         raise ScanInputError(f"dataset_dir {root}: folder is empty (no DICOM series or NIfTI file found)")

@@ -15,6 +15,7 @@ naming the file), and :class:`~monai_ng.bundle.prediction_writer.PredictionWrite
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -66,7 +67,7 @@ class LoadSliceStackd(MapTransform):
 
     Output item: ``image`` float32 ``[S, C, H, W]`` in the loader's intensity range (slices inferior -> superior),
     ``slice_meta`` ``{"z_mm", "sop_instance_uids", "files", "study_uid", "series_uid", "source"}`` and ``error``
-    (None on success).
+    (None on success). ``seconds`` accumulates the wall-clock time spent loading (in this process).
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class LoadSliceStackd(MapTransform):
         self.loader = loader
         self.load = LoadCTSeries(on_geometry_issue=on_geometry_issue)
         self.catch_errors = catch_errors
+        self.seconds = 0.0
 
     def _load(self, source: str | Sequence[str]) -> tuple[torch.Tensor, dict[str, Any]]:
         volume = self.load(source)
@@ -100,6 +102,13 @@ class LoadSliceStackd(MapTransform):
         return stack, slice_meta
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        start = time.perf_counter()
+        try:
+            return self._call(data)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _call(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             source = d[key]

@@ -8,6 +8,7 @@ batches of ``slice_batch_size`` into ``[1, S, D]`` embeddings and calls the MIL 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -28,6 +29,10 @@ class SliceEncodingInferer(Inferer):
 
     Call: ``inferer(inputs [B, S, C, H, W], network, *args, **kwargs)`` returns ``network(embeddings [B, S, D],
     *args, **kwargs)``; an empty ``inputs`` (a batch whose scan failed to load) returns None without calling either.
+
+    Attributes:
+        seconds: wall-clock seconds spent so far in the encoder (``"encode"``) and the MIL network (``"network"``),
+            for stage timings (``monai-ng predict``, ``benchmarks/bench_predict.py``).
     """
 
     def __init__(self, encoder: FrozenSliceEncoder, slice_batch_size: int = 64) -> None:
@@ -38,6 +43,7 @@ class SliceEncodingInferer(Inferer):
             raise ValueError(f"slice_batch_size must be a positive int, got {slice_batch_size!r}")
         self.encoder = encoder
         self.slice_batch_size = slice_batch_size
+        self.seconds: dict[str, float] = {"encode": 0.0, "network": 0.0}
 
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
         """``[B, S, C, H, W]`` slices -> ``[B, S, D]`` float32 embeddings (no gradient)."""
@@ -55,8 +61,14 @@ class SliceEncodingInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> Any:
         if isinstance(inputs, torch.Tensor) and inputs.numel() == 0:
             return None
+        start = time.perf_counter()
         embeddings = self.encode(inputs)
         param = next(network.parameters(), None)
         if param is not None:
             embeddings = embeddings.to(device=param.device)
-        return network(embeddings, *args, **kwargs)
+        middle = time.perf_counter()
+        out = network(embeddings, *args, **kwargs)
+        end = time.perf_counter()
+        self.seconds["encode"] += middle - start
+        self.seconds["network"] += end - middle
+        return out

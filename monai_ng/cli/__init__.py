@@ -16,9 +16,15 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("monai_ng.cli.demo", "run the synthetic CT-like experiment end to end (small default)"),
+    "demo": (
+        "monai_ng.cli.demo",
+        "the head CT bundle end to end on phantom CT, offline (--synthetic: the synthetic-embedding experiment)",
+    ),
     "experiment": ("monai_ng.cli.experiment", "splits x grid search x methods on an embedding store"),
-    "predict": ("monai_ng.cli.predict", "per-scan and per-slice scores from a saved MIL checkpoint"),
+    "predict": (
+        "monai_ng.cli.predict",
+        "scan probability + slice attention for DICOM/NIfTI/manifest/store input or a DICOMweb study",
+    ),
     "import-embeddings": ("monai_ng.cli.import_embeddings", "import / validate a flat embedding folder as a store"),
     "synthetic": ("monai_ng.cli.synthetic", "write a synthetic embedding store (ShiftedMean, CT-like, multi-lesion)"),
     "phantom": ("monai_ng.cli.phantom", "write phantom CT series (DICOM / NIfTI) in the RSNA layouts"),

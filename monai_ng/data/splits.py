@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 
 __all__ = ["PAPER_SEEDS", "add_split_columns", "patient_level_split", "split_column"]
 
@@ -27,6 +26,9 @@ def split_column(seed: int) -> str:
 
 def _holdout(ids: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``ids`` into (rest, held out) with ``fraction`` held out, stratified when every class allows it."""
+    # imported here: scikit-learn adds ~1 s to every `monai-ng predict` start-up that never splits
+    from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+
     classes, counts = np.unique(labels, return_counts=True)
     n_hold = int(np.ceil(fraction * len(ids)))
     if len(counts) > 1 and counts.min() >= 2 and len(counts) <= n_hold <= len(ids) - len(counts):

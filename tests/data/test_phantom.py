@@ -80,9 +80,38 @@ def test_head_narrows_toward_vertex():
     assert (vol.hu >= 1000).any(axis=(1, 2)).all()  # skull ring on every slice
 
 
+@pytest.mark.parametrize("region", ["head", "chest", "abdomen"])
+def test_lesion_contrast_and_size_ranges(region):
+    """``lesion_hu`` / ``lesion_scale`` vary the lesion only: same anatomy, noise and lesion slices as the default."""
+    plain = make_phantom_volume(region, 16, size=64, seed=5)
+    varied = make_phantom_volume(region, 16, size=64, seed=5, lesion_hu=(50.0, 90.0), lesion_scale=(0.6, 1.4))
+    assert np.array_equal(plain.lesion_slices, varied.lesion_slices)
+    clean = ~plain.lesion_slices
+    assert np.array_equal(plain.hu[clean], varied.hu[clean])
+    assert plain.lesion_hu == {"head": 70.0, "chest": 45.0, "abdomen": 260.0}[region]
+    assert 50.0 <= varied.lesion_hu <= 90.0 and varied.lesion_radius_mm > 0
+    draws = [
+        make_phantom_volume(region, 16, size=64, seed=s, lesion_hu=(50.0, 90.0), lesion_scale=(0.6, 1.4))
+        for s in range(12)
+    ]
+    assert len({round(v.lesion_hu) for v in draws}) > 6  # contrast varies
+    assert len({v.lesion_radius_mm for v in draws}) > 3  # size varies (small draws clamp at ~2.6 px)
+    negative = make_phantom_volume(region, 16, size=64, seed=5, lesion=False, lesion_hu=(50.0, 90.0))
+    assert negative.lesion_hu is None and negative.lesion_radius_mm is None
+
+
+def test_head_lesion_hu_is_the_drawn_contrast():
+    vol = make_phantom_volume("head", 12, size=64, seed=2, lesion_hu=(85.0, 85.0), noise_hu=0)
+    clean = make_phantom_volume("head", 12, size=64, seed=2, lesion=False, noise_hu=0)
+    changed = vol.hu != clean.hu
+    assert changed.any() and (vol.hu[changed] == 85).all()
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
+        ({"region": "head", "n_slices": 4, "lesion_hu": (90.0, 50.0)}, "lesion_hu"),
+        ({"region": "head", "n_slices": 4, "lesion_scale": (0.0, 1.0)}, "lesion_scale"),
         ({"region": "leg", "n_slices": 4}, "region"),
         ({"region": "head", "n_slices": 0}, "n_slices"),
         ({"region": "head", "n_slices": 4, "size": 8}, "size"),
@@ -226,6 +255,14 @@ def test_ich_layout(tmp_path):
         assert ds.PatientID == row["patient_id"] and "PatientName" not in ds
     assert truth["patient_id"].nunique() < len(truth)  # some patients have two scans (seed 3)
     assert "unsigned12_wrapped" in set(truth["pixel_mode"])
+
+
+def test_ich_layout_varied_lesions_are_recorded(tmp_path):
+    truth = write_rsna_ich(tmp_path, n_scans=8, seed=1, size=64, lesion_hu=(50.0, 90.0), lesion_scale=(1.2, 2.0))
+    positive = truth[truth["label"] == 1]
+    assert len(positive) >= 2 and positive["lesion_hu"].between(50.0, 90.0).all()
+    assert positive["lesion_radius_mm"].nunique() == len(positive)
+    assert truth.loc[truth["label"] == 0, "lesion_hu"].isna().all()
 
 
 def test_pe_layout(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pydicom.uid import generate_uid
+from tqdm.auto import tqdm
 
 from monai_ng.data.phantom.dicom_writer import SliceRecord, write_dicom_series
 from monai_ng.data.phantom.volume import PhantomVolume, make_phantom_volume
@@ -70,6 +71,9 @@ def write_rsna_ich(
     positive_rate: float = 0.5,
     quirk_rate: float = 0.34,
     kaggle_uids: bool = True,
+    lesion_hu: tuple[float, float] | None = None,
+    lesion_scale: tuple[float, float] | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Write an RSNA intracranial hemorrhage 2019 style download: ``stage_2_train/ID_<hex>.dcm`` + ``stage_2_train.csv``.
 
@@ -77,11 +81,13 @@ def write_rsna_ich(
     ``ICH_SUBTYPES``); a positive slice has ``any = 1`` and one subtype (fixed per scan) = 1. As in the real data the
     Study / Series / SOP UIDs and PatientID are ``ID_<hex>`` strings (``kaggle_uids=True``), the file name stem is the
     SOPInstanceUID, some patients have two scans, and some scans use the ``unsigned12_wrapped`` pixel quirk.
+    ``lesion_hu`` / ``lesion_scale`` vary the hemorrhage's contrast and size (see
+    :func:`~monai_ng.data.phantom.make_phantom_volume`); ``progress`` shows a tqdm bar over scans.
 
     Returns:
         Ground truth, one row per scan: ``scan_id`` (= SeriesInstanceUID), ``patient_id``, ``study_uid``,
         ``series_uid``, ``label``, ``n_slices``, ``sop_uids`` and ``slice_labels`` (inferior -> superior),
-        ``instance_numbers``, ``pixel_mode``, ``subtype``.
+        ``instance_numbers``, ``pixel_mode``, ``subtype``, ``lesion_hu`` and ``lesion_radius_mm`` (NaN for negatives).
     """
     _check_layout_args(n_scans, "n_scans", size, slices)
     rng = np.random.default_rng(seed)
@@ -91,11 +97,14 @@ def write_rsna_ich(
     uid = (lambda: _hex_id(rng, 10)) if kaggle_uids else generate_uid
     truth, csv_rows = [], []
     patient = _hex_id(rng, 8)
-    for s in range(n_scans):
+    for s in tqdm(range(n_scans), desc="phantom CT", unit="scan", disable=not progress):
         if s > 0 and rng.random() >= 0.3:  # ~30 % of scans share the previous scan's patient
             patient = _hex_id(rng, 8)
         positive = bool(rng.random() < positive_rate)
-        vol = make_phantom_volume("head", int(rng.integers(slices[0], slices[1] + 1)), size, positive, rng=rng)
+        n_slices = int(rng.integers(slices[0], slices[1] + 1))
+        vol = make_phantom_volume(
+            "head", n_slices, size, positive, rng=rng, lesion_hu=lesion_hu, lesion_scale=lesion_scale
+        )
         mode = "unsigned12_wrapped" if rng.random() < quirk_rate else str(rng.choice(["unsigned12", "signed16"]))
         sops = [uid() for _ in range(vol.n_slices)]
         numbering = "descending" if rng.random() < 0.5 else "shuffled"
@@ -116,7 +125,8 @@ def write_rsna_ich(
             for sub in ICH_SUBTYPES:
                 value = int(rec.lesion and (sub == "any" or sub == subtype))
                 csv_rows.append((f"{rec.sop_instance_uid}_{sub}", value))
-        truth.append(_truth_row(records, vol, pixel_mode=mode, subtype=subtype))
+        lesion_facts = {"lesion_hu": vol.lesion_hu, "lesion_radius_mm": vol.lesion_radius_mm}
+        truth.append(_truth_row(records, vol, pixel_mode=mode, subtype=subtype, **lesion_facts))
     # shuffle CSV rows by image (keeping each image's six subtype rows together, as the real file)
     blocks = [csv_rows[i : i + 6] for i in range(0, len(csv_rows), 6)]
     order = rng.permutation(len(blocks))

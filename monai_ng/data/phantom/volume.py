@@ -37,6 +37,8 @@ class PhantomVolume:
         lesion_slices: ``bool`` array ``[N]``; True exactly on the slices that contain lesion voxels.
         region: ``"head"``, ``"chest"`` or ``"abdomen"``.
         origin: patient (LPS) position ``(x, y, z)`` in mm of the centre of voxel ``[0, 0, 0]``.
+        lesion_hu: mean HU of the lesion (None without a lesion).
+        lesion_radius_mm: in-plane radius of the lesion in mm (None without a lesion).
     """
 
     hu: np.ndarray
@@ -44,6 +46,8 @@ class PhantomVolume:
     lesion_slices: np.ndarray
     region: str
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    lesion_hu: float | None = None
+    lesion_radius_mm: float | None = None
 
     @property
     def n_slices(self) -> int:
@@ -167,6 +171,8 @@ def make_phantom_volume(
     *,
     spacing: tuple[float, float, float] | None = None,
     noise_hu: float = 6.0,
+    lesion_hu: tuple[float, float] | None = None,
+    lesion_scale: tuple[float, float] | None = None,
 ) -> PhantomVolume:
     """Make an anatomy-like CT phantom with an optional lesion of known axial extent.
 
@@ -188,6 +194,11 @@ def make_phantom_volume(
         rng: numpy generator to draw from.
         spacing: ``(z, y, x)`` in mm; default depends on the region (FOV 230 / 360 / 400 mm over ``size`` pixels).
         noise_hu: standard deviation of additive Gaussian noise (HU).
+        lesion_hu: ``(low, high)``: draw the lesion's mean HU uniformly from this range instead of the region's
+            fixed value (70 / 45 / 260), e.g. ``(50, 90)`` for acute blood of varied contrast.
+        lesion_scale: ``(low, high)``: multiply the lesion's in-plane radius by a factor drawn uniformly from this
+            range (the radius never drops below ~2.6 pixels). Both draws come after all other draws, so leaving them
+            None gives exactly the volumes of earlier versions.
 
     Returns:
         ``PhantomVolume`` with ``hu`` ``int16 [N, H, W]`` ordered inferior -> superior.
@@ -200,6 +211,11 @@ def make_phantom_volume(
         raise ValueError(f"size must be an integer >= 16, got {size!r}")
     if noise_hu < 0:
         raise ValueError(f"noise_hu must be >= 0, got {noise_hu}")
+    for what, value in (("lesion_hu", lesion_hu), ("lesion_scale", lesion_scale)):
+        if value is not None and (len(value) != 2 or not value[0] <= value[1]):
+            raise ValueError(f"{what} must be a (low, high) range with low <= high, got {value!r}")
+    if lesion_scale is not None and lesion_scale[0] <= 0:
+        raise ValueError(f"lesion_scale must be positive, got {lesion_scale!r}")
     if spacing is None:
         pixel = _FOV_MM[region] / size
         spacing = (_Z_SPACING[region], pixel, pixel)
@@ -226,6 +242,11 @@ def make_phantom_volume(
     start, stop = _lesion_block(n, lesion_rng)
     # Lesion position / appearance is drawn even when lesion=False so that the other draws do not shift.
     jitter = lesion_rng.uniform(-1.0, 1.0, size=2)
+    value_hu = {"head": 70.0, "chest": 45.0, "abdomen": 260.0}[region]
+    if lesion_hu is not None:
+        value_hu = float(lesion_rng.uniform(*lesion_hu))
+    scale = 1.0 if lesion_scale is None else float(lesion_rng.uniform(*lesion_scale))
+    radius_mm = None
     if lesion:
         lesion_slices[start:stop] = True
         k = np.arange(n)[:, None, None]
@@ -237,23 +258,32 @@ def make_phantom_volume(
             ry_min = float(geom["ry"][start:stop].min())
             rx_min = float(geom["rx"][start:stop].min())
             cx = 0.35 * rx_min * (1.0 if jitter[1] >= 0 else -1.0)
-            r = max(0.18 * min(ry_min, rx_min), min_r)
+            r = max(0.18 * min(ry_min, rx_min) * scale, min_r)
             mask = _ellipse(yy, xx, cy, cx, r, r) & on
-            hu[mask] = 70.0 + noise_rng.normal(0.0, noise_hu, size=int(mask.sum())).astype(np.float32)
+            hu[mask] = value_hu + noise_rng.normal(0.0, noise_hu, size=int(mask.sum())).astype(np.float32)
         elif region == "chest":
             vy = geom["vy"][:, None, None]
             vx = geom["vx"][:, None, None]
-            r = max(0.08, min_r)
+            r = max(0.08 * scale, min_r)
             mask = _ellipse(yy, xx, vy + 0.03 * jitter[0], vx + 0.03 * jitter[1], r, r) & on
-            hu[mask] = 45.0 + noise_rng.normal(0.0, noise_hu, size=int(mask.sum())).astype(np.float32)
+            hu[mask] = value_hu + noise_rng.normal(0.0, noise_hu, size=int(mask.sum())).astype(np.float32)
         else:
             cy, cx = -0.05 + 0.1 * jitter[0], -0.05 + 0.1 * jitter[1]
-            r = max(0.1, min_r)
+            r = max(0.1 * scale, min_r)
             mask = _ellipse(yy, xx, cy, cx, r, r * 1.2) & on
-            hu[mask] = 260.0 + noise_rng.normal(0.0, noise_hu, size=int(mask.sum())).astype(np.float32)
+            hu[mask] = value_hu + noise_rng.normal(0.0, noise_hu, size=int(mask.sum())).astype(np.float32)
+        radius_mm = round(r * size / 2.0 * spacing[2], 2)  # r is in half-widths of the field of view
 
     hu = np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16)
     dz, dy, dx = spacing
     origin_z = float(anatomy_rng.uniform(-400.0, 100.0))
     origin = (-(size - 1) / 2.0 * dx, -(size - 1) / 2.0 * dy, round(origin_z, 2))
-    return PhantomVolume(hu=hu, spacing=spacing, lesion_slices=lesion_slices, region=region, origin=origin)
+    return PhantomVolume(
+        hu=hu,
+        spacing=spacing,
+        lesion_slices=lesion_slices,
+        region=region,
+        origin=origin,
+        lesion_hu=value_hu if lesion else None,
+        lesion_radius_mm=radius_mm,
+    )
