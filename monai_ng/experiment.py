@@ -1,10 +1,14 @@
 """The experiment runner: splits x hyper-parameter grid x methods on an embedding store, as the paper evaluates.
 
 For each of three patient-level stratified splits (seeds 1001/2001/3001: test 1/6 of patients, validation 1/5 of the
-rest) and each method, every grid point (lr x lambda x L1) is trained with :func:`monai_ng.engines.train_mil`; the grid
-point with the best validation scan AUROC is evaluated on the test scans (Harvey, Loevlie & Hughes, 2026). Only scan
-labels are used for training and selection; slice labels are used at test time only, except by the instance ceiling,
-which is trained and selected on them by definition.
+rest) and each method, every grid point (lr x L1 alpha; NG at lambda = 1) is trained with
+:func:`monai_ng.engines.train_mil`, keeping the epoch with the best validation scan AUROC among epochs whose train AUROC
+exceeds the validation AUROC; the grid point with the best validation scan AUROC is evaluated on the test scans
+(Harvey, Loevlie & Hughes, 2026). Only scan labels are used for training and selection; slice labels are used at test
+time only, except by the instance ceiling, which is trained and selected on them by definition.
+
+The defaults follow the paper (:class:`ExperimentConfig`, :func:`default_methods`); the settings this project used
+before are kept, named: :meth:`ExperimentConfig.legacy` and :func:`legacy_methods`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +34,20 @@ from monai_ng.engines.evaluation import evaluate_mil
 from monai_ng.engines.training import TrainingConfig, train_mil
 from monai_ng.losses.mil_objective import MILObjective
 from monai_ng.networks.checkpoint import save_mil_checkpoint
+from monai_ng.networks.instance_ceiling import CEILING_KERNELS
 from monai_ng.networks.registry import build_mil_network
 
 __all__ = [
     "DEFAULT_METHODS",
     "ExperimentConfig",
     "MethodSpec",
+    "PAPER_L1_WEIGHTS",
+    "PAPER_LRS",
     "check_store_for_experiment",
+    "default_methods",
+    "legacy_methods",
+    "method_variants",
+    "resolve_ng_weights",
     "run_experiment",
     "split_indices",
     "summarise",
@@ -53,10 +64,13 @@ class MethodSpec:
         name: display name.
         network: :func:`monai_ng.networks.build_mil_network` name.
         network_kwargs: extra constructor arguments.
-        ng: whether Normal Guidance is used (lambda then comes from the grid).
+        ng: whether Normal Guidance is used.
+        ng_weight: lambda of this method; ``None`` takes it from :attr:`ExperimentConfig.ng_weights` (see
+            :func:`resolve_ng_weights`).
         divergence: NG divergence.
         ng_heads: ``"each"`` (multi-head NG) or ``"mean"`` (one normal for the head-averaged attention).
         instance_weight: per-slice BCE weight (the instance-level ceiling, trained on slice labels).
+        scan_weight: scan BCE weight (1 for every scan-label model; 0 for the paper's slice-BCE-only ceiling).
         selection_metric: validation metric that selects epochs and grid points. ``"scan_auroc"`` for every method
             trained on scan labels (the paper); the instance ceiling, trained on slice labels, is selected by
             ``"loc_auroc"``.
@@ -70,13 +84,49 @@ class MethodSpec:
     ng_heads: str = "each"
     instance_weight: float = 0.0
     selection_metric: str = "scan_auroc"
+    scan_weight: float = 1.0
+    ng_weight: float | None = None
 
 
-def default_methods(transmil_dim: int = 128, transmil_heads: int = 8) -> list[MethodSpec]:
-    """The paper's comparison: baselines, prior MIL, NG variants, and the instance-level ceiling."""
-    tm = {"hidden": transmil_dim, "num_heads": transmil_heads}
+def _transmil_kwargs(transmil_dim: int | None, transmil_heads: int) -> dict[str, Any]:
+    if transmil_dim is None:  # the paper's: tokens are the embeddings, no input projection, no final LayerNorm
+        return {"num_heads": transmil_heads}
+    return {"hidden": transmil_dim, "num_heads": transmil_heads}  # Linear + ReLU projection, final LayerNorm
+
+
+def _ceiling(name: str, kernel: int, scan_bce: bool) -> MethodSpec:
+    return MethodSpec(
+        name,
+        "instance_ceiling",
+        {"kernel_size": kernel},
+        instance_weight=1.0,
+        scan_weight=1.0 if scan_bce else 0.0,
+        selection_metric="loc_auroc",
+    )
+
+
+def default_methods(
+    transmil_dim: int | None = None,
+    transmil_heads: int = 8,
+    ceiling_kernel: int = CEILING_KERNELS["head"],
+    ceiling_scan_bce: bool = False,
+) -> list[MethodSpec]:
+    """The paper's comparison: baselines, prior MIL, NG variants, and the instance-level ceiling.
+
+    Args:
+        transmil_dim: TransMIL token width; ``None`` (the paper's) uses the embeddings as tokens (768-d, no input
+            projection, no final LayerNorm); an int adds a ``Linear + ReLU`` projection to that width and a final
+            LayerNorm (this project's earlier 128-d TransMIL).
+        transmil_heads: TransMIL attention heads (8).
+        ceiling_kernel: the ceiling's depthwise kernel over slices (:data:`CEILING_KERNELS`: head 12, chest 35,
+            abdomen 29).
+        ceiling_scan_bce: train the ceiling on scan + slice BCE (this project's earlier ceiling) instead of the paper's
+            slice BCE only.
+    """
+    tm = _transmil_kwargs(transmil_dim, transmil_heads)
     return [
         MethodSpec("centre baseline", "centre_gaussian"),
+        MethodSpec("centre baseline (sigma=1)", "centre_gaussian", {"sigma": 1.0}),
         MethodSpec("mean pool", "mean_pool"),
         MethodSpec("max pool", "max_pool"),
         MethodSpec("ABMIL", "abmil"),
@@ -87,17 +137,60 @@ def default_methods(transmil_dim: int = 128, transmil_heads: int = 8) -> list[Me
         MethodSpec("ABMIL+NG (squared error)", "abmil", ng=True, divergence="squared_error"),
         MethodSpec("TransMIL+NG (single normal)", "transmil", tm, ng=True, ng_heads="mean"),
         MethodSpec("TransMIL+NG (multi-head)", "transmil", tm, ng=True, ng_heads="each"),
+        _ceiling("instance ceiling", ceiling_kernel, ceiling_scan_bce),
+    ]
+
+
+def method_variants(
+    transmil_dim: int = 128, transmil_heads: int = 8, ceiling_kernel: int = CEILING_KERNELS["head"]
+) -> list[MethodSpec]:
+    """Named alternatives to the paper's methods, selectable by name (``monai-ng experiment --methods``), not run by
+    default: the per-slice-score max pooling, the projected TransMIL (``transmil_dim``-d tokens, final LayerNorm),
+    SmAP pooling the smoothed features (the public code's), and the scan + slice BCE ceiling."""
+    tm = _transmil_kwargs(transmil_dim, transmil_heads)
+    return [
+        MethodSpec("max pool (slice scores)", "max_score_pool"),
+        MethodSpec(f"TransMIL ({transmil_dim}-d projected)", "transmil", tm),
         MethodSpec(
-            "instance ceiling",
-            "instance_ceiling",
-            {"kernel_size": 5},
-            instance_weight=1.0,
-            selection_metric="loc_auroc",
+            f"TransMIL+NG ({transmil_dim}-d projected, single normal)", "transmil", tm, ng=True, ng_heads="mean"
         ),
+        MethodSpec(f"TransMIL+NG ({transmil_dim}-d projected, multi-head)", "transmil", tm, ng=True, ng_heads="each"),
+        MethodSpec("SmAP (pooled smoothed)", "smap", {"pool_smoothed": True}),
+        _ceiling("instance ceiling (scan+slice BCE)", ceiling_kernel, True),
+    ]
+
+
+def legacy_methods(transmil_dim: int = 128, transmil_heads: int = 8) -> list[MethodSpec]:
+    """The method list this project ran before the paper-faithful defaults, same names and models.
+
+    ``"max pool"`` is the per-slice-score max (now registered as ``"max_score_pool"``), TransMIL uses
+    ``transmil_dim``-d projected tokens with a final LayerNorm, the centre baseline has only ``sigma = S / 4``, and the
+    instance ceiling has kernel 5 and is trained on scan + slice BCE. With :meth:`ExperimentConfig.legacy` it gives
+    the results of the earlier defaults (tested against values computed with the earlier code).
+    """
+    tm = _transmil_kwargs(transmil_dim, transmil_heads)
+    return [
+        MethodSpec("centre baseline", "centre_gaussian"),
+        MethodSpec("mean pool", "mean_pool"),
+        MethodSpec("max pool", "max_score_pool"),
+        MethodSpec("ABMIL", "abmil"),
+        MethodSpec("TransMIL", "transmil", tm),
+        MethodSpec("SmAP", "smap"),
+        MethodSpec("ABMIL+NG (forward KL)", "abmil", ng=True, divergence="forward_kl"),
+        MethodSpec("ABMIL+NG (reverse KL)", "abmil", ng=True, divergence="reverse_kl"),
+        MethodSpec("ABMIL+NG (squared error)", "abmil", ng=True, divergence="squared_error"),
+        MethodSpec("TransMIL+NG (single normal)", "transmil", tm, ng=True, ng_heads="mean"),
+        MethodSpec("TransMIL+NG (multi-head)", "transmil", tm, ng=True, ng_heads="each"),
+        _ceiling("instance ceiling", 5, True),
     ]
 
 
 DEFAULT_METHODS = default_methods()
+
+#: the paper's learning-rate grid
+PAPER_LRS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)
+#: the paper's L1 grid: alpha in {0, 1e-6, 1e-5, ..., 1}
+PAPER_L1_WEIGHTS: tuple[float, ...] = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 @dataclass
@@ -105,31 +198,77 @@ class ExperimentConfig:
     """Grid and training settings of an experiment; the only source of the defaults of ``monai-ng experiment``.
 
     Attributes:
-        lrs: SGD learning rates (paper: 1e-1, 1e-2, 1e-3, 1e-4).
-        ng_weights: lambda grid for NG methods (paper ablation: 0.1, 1, 10).
-        l1_weights: alpha grid of the (alpha/2) sum |theta| penalty (paper: 0 and 1e-6 ... 1).
+        lrs: SGD learning rates (paper: 1e-1, 1e-2, 1e-3, 1e-4 = :data:`PAPER_LRS`, see :meth:`paper`).
+        ng_weights: NG lambda (paper: 1). Several values are an ablation: each NG method is run once per lambda and
+            reported as its own row (``"<method> lambda=<value>"``), unless ``tune_ng_weight``.
+        tune_ng_weight: put lambda in the grid and select it on validation scan AUROC with lr and alpha (this
+            project's earlier behaviour; the paper fixes lambda = 1).
+        l1_weights: alpha grid of the (alpha/2) sum |theta| penalty (paper: 0 and 1e-6 ... 1 = :data:`PAPER_L1_WEIGHTS`).
         max_epochs: epochs per run (paper: up to 1000).
         batch_size: bags per batch (paper: 64).
         seeds: split seeds (paper: 1001, 2001, 3001).
-        require_train_above_val: the paper's selection rule (only epochs whose train AUROC exceeds validation AUROC).
+        require_train_above_val: the paper's selection rule (on by default): the epoch with the best validation scan
+            AUROC among epochs whose train AUROC exceeds the validation AUROC (the last epoch if none does).
+        drop_last: drop the last incomplete batch of the shuffled train loader (the paper's loader), provided the
+            train part holds at least one full batch.
         device: torch device.
         num_workers: DataLoader workers.
     """
 
     lrs: Sequence[float] = (1e-2, 1e-1)
-    ng_weights: Sequence[float] = (0.1, 1.0, 10.0)
+    ng_weights: Sequence[float] = (1.0,)
     l1_weights: Sequence[float] = (0.0, 1e-4)
     max_epochs: int = 60
     batch_size: int = 64
     seeds: Sequence[int] = PAPER_SEEDS
-    require_train_above_val: bool = False
+    require_train_above_val: bool = True
     device: str = "cpu"
     num_workers: int = 0
+    tune_ng_weight: bool = False
+    drop_last: bool = True
 
     @classmethod
     def demo(cls) -> ExperimentConfig:
         """The reduced grid of ``monai-ng demo``: one learning rate (0.1), lambda 1, no L1 penalty, 40 epochs."""
         return cls(lrs=(1e-1,), ng_weights=(1.0,), l1_weights=(0.0,), max_epochs=40)
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> ExperimentConfig:
+        """The paper's grid (``--grid paper``): lr in :data:`PAPER_LRS` x alpha in :data:`PAPER_L1_WEIGHTS`, lambda 1.
+
+        The paper trained up to 1000 epochs; ``max_epochs`` keeps the default unless overridden.
+        """
+        return cls(**{"lrs": PAPER_LRS, "l1_weights": PAPER_L1_WEIGHTS, "ng_weights": (1.0,), **overrides})
+
+    @classmethod
+    def legacy(cls, **overrides: Any) -> ExperimentConfig:
+        """This project's defaults before the paper-faithful ones: lambda tuned over (0.1, 1, 10) on validation, no
+        train-above-validation rule, no ``drop_last`` (use with :func:`legacy_methods`)."""
+        base = {
+            "ng_weights": (0.1, 1.0, 10.0),
+            "tune_ng_weight": True,
+            "require_train_above_val": False,
+            "drop_last": False,
+        }
+        return cls(**{**base, **overrides})
+
+
+def resolve_ng_weights(methods: Sequence[MethodSpec], cfg: ExperimentConfig) -> list[MethodSpec]:
+    """Give every NG method without its own lambda the configuration's.
+
+    With one lambda (the paper's 1) or ``cfg.tune_ng_weight``, the methods are unchanged but for ``ng_weight`` (left
+    ``None`` when tuned: the grid holds lambda). With several lambdas and no tuning (an ablation), each NG method
+    becomes one method per lambda, named ``"<name> lambda=<value>"``.
+    """
+    out: list[MethodSpec] = []
+    for m in methods:
+        if not m.ng or m.ng_weight is not None or cfg.tune_ng_weight:
+            out.append(m)
+        elif len(cfg.ng_weights) == 1:
+            out.append(replace(m, ng_weight=float(cfg.ng_weights[0])))
+        else:
+            out.extend(replace(m, name=f"{m.name} lambda={w:g}", ng_weight=float(w)) for w in cfg.ng_weights)
+    return out
 
 
 def split_indices(store: EmbeddingStore, seed: int) -> dict[str, np.ndarray]:
@@ -178,11 +317,20 @@ def _loader(store: EmbeddingStore, idx: np.ndarray, cfg: ExperimentConfig, shuff
         collate_fn=collate_bags,
         num_workers=cfg.num_workers,
         generator=g if shuffle else None,
+        # the shuffled train loader drops its last incomplete batch, unless that would leave no batch at all
+        drop_last=shuffle and cfg.drop_last and len(idx) >= cfg.batch_size,
     )
 
 
 def _grid(method: MethodSpec, cfg: ExperimentConfig) -> list[tuple[float, float, float]]:
-    ng = cfg.ng_weights if method.ng else (0.0,)
+    if not method.ng:
+        ng: Sequence[float] = (0.0,)
+    elif method.ng_weight is not None:
+        ng = (method.ng_weight,)
+    elif cfg.tune_ng_weight:
+        ng = cfg.ng_weights
+    else:  # not resolved by resolve_ng_weights: the configuration's first lambda
+        ng = (cfg.ng_weights[0],)
     return list(itertools.product(cfg.lrs, ng, cfg.l1_weights))
 
 
@@ -201,10 +349,13 @@ def run_experiment(
     ``checkpoints/<method>_split<k>.safetensors`` (its weights and build arguments, see
     :func:`monai_ng.networks.checkpoint.load_mil_checkpoint`) and ``config.json``.
     """
-    methods = list(DEFAULT_METHODS if methods is None else methods)
     cfg = config or ExperimentConfig()
+    methods = list(DEFAULT_METHODS if methods is None else methods)
     if not methods:
         raise ValueError("no methods to run")
+    if not cfg.ng_weights and any(m.ng and m.ng_weight is None for m in methods):
+        raise ValueError("ng_weights is empty but NG methods need a lambda")
+    methods = resolve_ng_weights(methods, cfg)
     store = EmbeddingStore(store_path, check_finite=True)
     split_parts = check_store_for_experiment(store, cfg.seeds)  # refuse before anything is written
     out = Path(out_dir)
@@ -239,6 +390,7 @@ def run_experiment(
                     l1_weight=l1_weight,
                     network=network if l1_weight > 0 else None,
                     instance_weight=method.instance_weight,
+                    scan_weight=method.scan_weight,
                 )
                 t0 = time.perf_counter()
                 result = train_mil(
@@ -326,7 +478,7 @@ def run_experiment(
 
 
 def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
+    return "".join(c if c.isascii() and c.isalnum() else "_" for c in name).strip("_").lower()
 
 
 def summarise(results: pd.DataFrame, order: Sequence[str] | None = None) -> str:

@@ -1,7 +1,8 @@
 """``monai-ng experiment``: run the method comparison (splits x grid x methods) on an embedding store.
 
 Runs on any store (``--data``), e.g. one written by ``monai-ng embed`` or ``monai-ng synthetic``. Every default
-comes from :class:`monai_ng.experiment.ExperimentConfig`; ``monai-ng experiment --list`` prints the method names.
+comes from :class:`monai_ng.experiment.ExperimentConfig` and :func:`monai_ng.experiment.default_methods` (the paper's
+settings); ``monai-ng experiment --list`` prints the method names, ``--legacy`` runs this project's earlier defaults.
 """
 
 from __future__ import annotations
@@ -11,16 +12,28 @@ import inspect
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from monai_ng.cli._arguments import dataclass_defaults, float_list, int_list, show_default
 from monai_ng.data.embedding_store import StoreError
-from monai_ng.experiment import ExperimentConfig, MethodSpec, default_methods, run_experiment
+from monai_ng.experiment import (
+    PAPER_L1_WEIGHTS,
+    PAPER_LRS,
+    ExperimentConfig,
+    MethodSpec,
+    default_methods,
+    legacy_methods,
+    method_variants,
+    run_experiment,
+)
+from monai_ng.networks.instance_ceiling import CEILING_KERNELS
 
 __all__ = [
     "add_grid_arguments",
+    "ceiling_kernel",
     "config_from_args",
     "configure_parser",
     "invalid_config",
@@ -30,8 +43,30 @@ __all__ = [
     "select_methods",
 ]
 
-#: TransMIL token width used when ``--transmil-dim`` is not given (the default of :func:`default_methods`).
+#: TransMIL token width used when ``--transmil-dim`` is not given (the default of :func:`default_methods`: None, the
+#: embedding width without an input projection).
 TRANSMIL_DIM = inspect.signature(default_methods).parameters["transmil_dim"].default
+#: the ceiling's kernel when ``--ceiling-kernel`` is not given (the default of :func:`default_methods`).
+CEILING_KERNEL = inspect.signature(default_methods).parameters["ceiling_kernel"].default
+#: the settings ``--legacy`` takes from :meth:`ExperimentConfig.legacy`
+_LEGACY_FIELDS = ("ng_weights", "tune_ng_weight", "require_train_above_val", "drop_last")
+
+
+def ceiling_kernel(text: str) -> int:
+    """``--ceiling-kernel``: a positive integer or a region of :data:`CEILING_KERNELS` (``head``, ``chest``,
+    ``abdomen``)."""
+    if text.strip().lower() in CEILING_KERNELS:
+        return CEILING_KERNELS[text.strip().lower()]
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or one of {', '.join(f'{k} ({v})' for k, v in CEILING_KERNELS.items())}, "
+            f"got {text!r}"
+        )
+    return value
 
 
 def add_grid_arguments(parser: argparse.ArgumentParser, defaults: ExperimentConfig) -> None:
@@ -42,13 +77,34 @@ def add_grid_arguments(parser: argparse.ArgumentParser, defaults: ExperimentConf
         defaults: the configuration whose values unset options take (shown in the help).
     """
     d = dataclass_defaults(defaults)
-    parser.add_argument("--methods", default=None, help="comma-separated method names (default: all); see --list")
+    variants = ", ".join(repr(m.name) for m in method_variants())
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated method names (default: all of --list); also selectable: " + variants,
+    )
     parser.add_argument("--list", action="store_true", help="list the method names and exit")
     parser.add_argument(
         "--lrs", type=float_list, default=None, help=f"learning rates (default: {show_default(d['lrs'])})"
     )
     parser.add_argument(
-        "--ng-weights", type=float_list, default=None, help=f"NG lambdas (default: {show_default(d['ng_weights'])})"
+        "--ng-weights",
+        type=float_list,
+        default=None,
+        help=f"NG lambdas (default and paper: {show_default(d['ng_weights'])}); several are an ablation, one result "
+        "row per lambda, unless --tune-ng-weight",
+    )
+    parser.add_argument(
+        "--tune-ng-weight",
+        action="store_true",
+        help="select lambda on validation scan AUROC with lr and alpha (the earlier behaviour; the paper fixes it)",
+    )
+    parser.add_argument(
+        "--grid",
+        choices=("default", "paper"),
+        default="default",
+        help=f"lr x alpha grid: 'paper' = lr {show_default(PAPER_LRS)} x alpha {show_default(PAPER_L1_WEIGHTS)} "
+        "(--lrs / --l1-weights override it; default: %(default)s)",
     )
     parser.add_argument(
         "--l1-weights", type=float_list, default=None, help=f"L1 alphas (default: {show_default(d['l1_weights'])})"
@@ -62,10 +118,42 @@ def add_grid_arguments(parser: argparse.ArgumentParser, defaults: ExperimentConf
         help=f"split seeds (default and paper: {show_default(d['seeds'])})",
     )
     parser.add_argument(
-        "--transmil-dim", type=int, default=TRANSMIL_DIM, help="TransMIL token width (default: %(default)s)"
+        "--transmil-dim",
+        type=int,
+        default=TRANSMIL_DIM,
+        help="TransMIL token width behind a Linear+ReLU projection with a final LayerNorm (default: none, the "
+        "paper's: the embeddings are the tokens)",
     )
     parser.add_argument(
-        "--train-above-val", action="store_true", help="select only epochs whose train AUROC exceeds val AUROC"
+        "--ceiling-kernel",
+        type=ceiling_kernel,
+        default=CEILING_KERNEL,
+        help="instance ceiling's kernel over slices, an integer or head (12), chest (35), abdomen (29) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ceiling-scan-bce",
+        action="store_true",
+        help="train the instance ceiling on scan + slice BCE (the earlier objective) instead of slice BCE only",
+    )
+    parser.add_argument(
+        "--train-above-val",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="select only epochs whose train AUROC exceeds val AUROC (the paper's rule; "
+        f"default: {'on' if d['require_train_above_val'] else 'off'})",
+    )
+    parser.add_argument(
+        "--drop-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"drop the shuffled train loader's last incomplete batch (default: {'on' if d['drop_last'] else 'off'})",
+    )
+    parser.add_argument(
+        "--legacy",
+        action="store_true",
+        help="this project's earlier defaults: lambda tuned over 0.1,1,10, no train-above-val rule, no drop-last, "
+        "the earlier method list (per-slice-score max pool, 128-d TransMIL, kernel-5 scan+slice BCE ceiling)",
     )
     parser.add_argument("--device", default=None, help=f"torch device (default: {d['device']})")
     parser.add_argument(
@@ -82,6 +170,11 @@ def config_from_args(args: argparse.Namespace, defaults: ExperimentConfig) -> Ex
     def pick(value, default):
         return default if value is None else value
 
+    if getattr(args, "legacy", False):
+        legacy = ExperimentConfig.legacy()
+        defaults = replace(defaults, **{name: getattr(legacy, name) for name in _LEGACY_FIELDS})
+    if getattr(args, "grid", "default") == "paper":
+        defaults = replace(defaults, lrs=PAPER_LRS, l1_weights=PAPER_L1_WEIGHTS)
     return ExperimentConfig(
         lrs=pick(args.lrs, defaults.lrs),
         ng_weights=pick(args.ng_weights, defaults.ng_weights),
@@ -89,9 +182,11 @@ def config_from_args(args: argparse.Namespace, defaults: ExperimentConfig) -> Ex
         max_epochs=pick(args.epochs, defaults.max_epochs),
         batch_size=pick(args.batch_size, defaults.batch_size),
         seeds=pick(args.seeds, defaults.seeds),
-        require_train_above_val=args.train_above_val or defaults.require_train_above_val,
+        require_train_above_val=pick(args.train_above_val, defaults.require_train_above_val),
         device=pick(args.device, defaults.device),
         num_workers=pick(args.workers, defaults.num_workers),
+        tune_ng_weight=getattr(args, "tune_ng_weight", False) or defaults.tune_ng_weight,
+        drop_last=pick(getattr(args, "drop_last", None), defaults.drop_last),
     )
 
 
@@ -103,17 +198,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def select_methods(args: argparse.Namespace) -> list[MethodSpec] | None:
-    """The methods named by ``--methods`` (all by default); prints the error and returns None for unknown names."""
-    methods = default_methods(transmil_dim=args.transmil_dim)
+    """The methods named by ``--methods`` (all of :func:`_listed_methods` by default, any of them or of
+    :func:`method_variants` by name); prints the error and returns None for unknown names."""
+    methods = _listed_methods(args)
     if not args.methods:
         return methods
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
-    known = {m.name: m for m in methods}
+    variants = method_variants(transmil_dim=args.transmil_dim or 128, ceiling_kernel=args.ceiling_kernel)
+    known = {m.name: m for m in [*variants, *methods]}
     unknown = [w for w in wanted if w not in known]
     if unknown:
         print(f"unknown method(s) {unknown}; known: {list(known)}", file=sys.stderr)
         return None
     return [known[w] for w in wanted]
+
+
+def _listed_methods(args: argparse.Namespace) -> list[MethodSpec]:
+    """The methods run when ``--methods`` is not given: :func:`default_methods`, or with ``--legacy``
+    :func:`legacy_methods`."""
+    if getattr(args, "legacy", False):
+        return legacy_methods(transmil_dim=args.transmil_dim or 128)
+    return default_methods(
+        transmil_dim=args.transmil_dim, ceiling_kernel=args.ceiling_kernel, ceiling_scan_bce=args.ceiling_scan_bce
+    )
 
 
 def prepare(args: argparse.Namespace) -> int | None:
@@ -127,7 +234,7 @@ def prepare(args: argparse.Namespace) -> int | None:
             return 2
         torch.set_num_threads(args.threads)
     if args.list:
-        print("\n".join(m.name for m in default_methods(transmil_dim=args.transmil_dim)))
+        print("\n".join(m.name for m in _listed_methods(args)))
         return 0
     return None
 

@@ -20,7 +20,7 @@ __all__ = ["MILObjective"]
 
 
 class MILObjective(nn.Module):
-    """Scan BCE + ``ng_weight`` * Normal Guidance + (``l1_weight`` / 2) * sum |theta| (+ optional slice BCE).
+    """``scan_weight`` * scan BCE + ``ng_weight`` * NG + (``l1_weight`` / 2) * sum |theta| (+ optional slice BCE).
 
     Used as the ``loss_function`` of a MONAI ``SupervisedTrainer``: it is called as ``objective(pred, target)``
     where ``pred`` is the network's ``MILOutput`` and ``target`` the dict built by
@@ -35,6 +35,10 @@ class MILObjective(nn.Module):
         instance_weight: weight of a per-slice BCE on ``instance_logits`` against known slice labels (the
             instance-level ceiling; slices labelled -1 and padding are ignored).
         pos_weight: optional positive-class weight of the scan BCE.
+        scan_weight: weight of the scan BCE (1 for every scan-label model). The paper's instance-level ceiling is
+            trained on the slice BCE only (``scan_weight=0``, ``instance_weight=1``, as the public code does);
+            ``scan_weight=1`` with ``instance_weight=1`` is this project's earlier scan + slice BCE ceiling. With 0 the
+            scan BCE is still computed and logged (``last_terms["bce"]``) but adds nothing to the loss.
         ng_heads: ``"each"`` guides every attention head toward its own normal (multi-head NG: several foci, like a
             Gaussian mixture); ``"mean"`` guides the head-averaged attention toward one normal (single-focus NG).
         eps: NG clamp.
@@ -53,9 +57,16 @@ class MILObjective(nn.Module):
         pos_weight: float | None = None,
         ng_heads: str = "each",
         eps: float = 1e-6,
+        scan_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        for name, value in (("ng_weight", ng_weight), ("l1_weight", l1_weight), ("instance_weight", instance_weight)):
+        weights = (
+            ("ng_weight", ng_weight),
+            ("l1_weight", l1_weight),
+            ("instance_weight", instance_weight),
+            ("scan_weight", scan_weight),
+        )
+        for name, value in weights:
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if l1_weight > 0 and network is None:
@@ -66,6 +77,7 @@ class MILObjective(nn.Module):
         self.ng_weight = float(ng_weight)
         self.l1_weight = float(l1_weight)
         self.instance_weight = float(instance_weight)
+        self.scan_weight = float(scan_weight)
         self.ng = NormalGuidanceLoss(divergence=divergence, eps=eps, guide=guide)
         # keep the network out of this module's children so it is not saved twice in checkpoints
         self._network = [network] if network is not None else []
@@ -82,16 +94,16 @@ class MILObjective(nn.Module):
             raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ in shape")
         pw = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
         bce = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pw)
-        total = bce
+        total = bce if self.scan_weight == 1.0 else (bce * self.scan_weight if self.scan_weight > 0 else None)
         terms = {"bce": bce.detach()}
         if self.ng_weight > 0:
             guided = attention.mean(dim=-1) if self.ng_heads == "mean" and attention.dim() == 3 else attention
             ng = self.ng(guided, mask, labels)
-            total = total + self.ng_weight * ng
+            total = _add(total, self.ng_weight * ng)
             terms["ng"] = ng.detach()
         if self.l1_weight > 0:
             l1 = sum(p.abs().sum() for p in self._network[0].parameters() if p.requires_grad)
-            total = total + 0.5 * self.l1_weight * l1
+            total = _add(total, 0.5 * self.l1_weight * l1)
             terms["l1"] = l1.detach()
         if self.instance_weight > 0:
             if instance_logits is None:
@@ -104,8 +116,14 @@ class MILObjective(nn.Module):
                 inst = F.binary_cross_entropy_with_logits(instance_logits[known], sl[known].to(instance_logits.dtype))
             else:
                 inst = instance_logits.sum() * 0.0
-            total = total + self.instance_weight * inst
+            total = _add(total, self.instance_weight * inst)
             terms["instance"] = inst.detach()
+        if total is None:  # every term weighted 0: a zero that keeps the graph
+            total = logits.sum() * 0.0
         terms["total"] = total.detach()
         self.last_terms = {k: float(v) for k, v in terms.items()}
         return total
+
+
+def _add(total: Tensor | None, term: Tensor) -> Tensor:
+    return term if total is None else total + term

@@ -11,8 +11,9 @@ from __future__ import annotations
 from monai_ng.networks.abmil import ABMIL
 from monai_ng.networks.centre_gaussian import CentreGaussianMIL, centre_offsets
 from monai_ng.networks.checkpoint import load_mil_checkpoint, save_mil_checkpoint
-from monai_ng.networks.instance_ceiling import InstanceCeiling
-from monai_ng.networks.max_pool import MaxPoolMIL
+from monai_ng.networks.instance_ceiling import CEILING_KERNELS, InstanceCeiling
+from monai_ng.networks.max_pool import MaxPoolMIL, max_pool_localization
+from monai_ng.networks.max_score_pool import MaxScorePoolMIL
 from monai_ng.networks.mean_pool import MeanPoolMIL
 from monai_ng.networks.mil_network import MILNetwork, MILOutput, unpack_mil_output
 from monai_ng.networks.registry import MIL_NETWORKS, build_mil_network, mil_network_name
@@ -35,7 +36,10 @@ __all__ = [
     "centre_offsets",
     "MeanPoolMIL",
     "MaxPoolMIL",
+    "max_pool_localization",
+    "MaxScorePoolMIL",
     "InstanceCeiling",
+    "CEILING_KERNELS",
     "MIL_NETWORKS",
     "build_mil_network",
     "mil_network_name",

@@ -9,8 +9,12 @@ bundles:
   beside it (``model.pt`` -> ``model.json``, see :func:`build_arguments_path`).
 
 The build arguments are a flat ``dict[str, str]``: ``network`` (the :data:`~monai_ng.networks.registry.MIL_NETWORKS`
-name), ``in_features``, ``network_kwargs`` (JSON of the remaining constructor arguments) and any extra entries the
-caller adds (the experiment records ``method``).
+name), ``in_features``, ``network_kwargs`` (JSON of the remaining constructor arguments), ``checkpoint_format``
+(:data:`CHECKPOINT_FORMAT`) and any extra entries the caller adds (the experiment records ``method``).
+
+Checkpoints without ``checkpoint_format`` were written before the paper-faithful defaults: their ``"max_pool"`` is the
+per-slice-score max pooling, so they are rebuilt as ``"max_score_pool"`` (every other network's saved build
+arguments still rebuild the same architecture).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from monai_ng.networks.mil_network import MILNetwork
 from monai_ng.networks.registry import build_mil_network, mil_network_name
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "CHECKPOINT_SUFFIXES",
     "build_arguments_path",
     "checkpoint_header",
@@ -35,7 +40,12 @@ __all__ = [
 ]
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+#: written into every new header; absent in checkpoints from before ``max_pool`` became the embedding-level max
+CHECKPOINT_FORMAT = "2"
 _REQUIRED = ("network", "in_features", "network_kwargs")
+_RESERVED = (*_REQUIRED, "checkpoint_format")
+#: registry names whose meaning changed with checkpoint format 2, mapped to what older checkpoints hold
+_BEFORE_FORMAT_2 = {"max_pool": "max_score_pool"}
 
 
 def _check_suffix(path: Path) -> None:
@@ -68,7 +78,7 @@ def save_mil_checkpoint(network: MILNetwork, path: str | Path, metadata: Mapping
     if not isinstance(network, MILNetwork):
         raise TypeError(f"save_mil_checkpoint: expected a MILNetwork, got {type(network).__name__}")
     extra = dict(metadata or {})
-    reserved = sorted(set(extra) & set(_REQUIRED))
+    reserved = sorted(set(extra) & set(_RESERVED))
     if reserved:
         raise ValueError(f"save_mil_checkpoint: metadata keys {reserved} are reserved for the build arguments")
     if not all(isinstance(v, str) for v in extra.values()):
@@ -79,6 +89,7 @@ def save_mil_checkpoint(network: MILNetwork, path: str | Path, metadata: Mapping
         "network": mil_network_name(network),
         "network_kwargs": json.dumps(kwargs),
         "in_features": str(in_features),
+        "checkpoint_format": CHECKPOINT_FORMAT,
         **extra,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +151,10 @@ def load_mil_checkpoint(path: str | Path) -> tuple[MILNetwork, dict[str, str]]:
     header = checkpoint_header(path)
     try:
         kwargs = json.loads(header["network_kwargs"])
-        network = build_mil_network(header["network"], int(header["in_features"]), **kwargs)
+        name = header["network"]
+        if "checkpoint_format" not in header:  # written before format 2: max_pool was the per-slice-score max
+            name = _BEFORE_FORMAT_2.get(name, name)
+        network = build_mil_network(name, int(header["in_features"]), **kwargs)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: cannot rebuild the network from its build arguments: {exc}") from exc
     if path.suffix == ".safetensors":

@@ -1,7 +1,9 @@
 """Instance-level ceiling: a per-slice classifier trained with slice labels, used as an upper reference.
 
 Harvey, Loevlie & Hughes, "Normal Guidance is what Attention Needs" (2026): a depthwise ``Conv1d`` over the slice
-axis (kernel 12 for head CT, 35 for chest CT) followed by a per-slice ``Linear(D -> 1)``, trained on slice labels.
+axis (kernel 12 for head CT, 35 for chest CT, 29 for abdomen CT: :data:`CEILING_KERNELS`) followed by a per-slice
+``Linear(D -> 1)``, trained on slice labels only (the public code's ceiling objective; see
+:class:`monai_ng.losses.MILObjective`'s ``scan_weight``).
 It produces ``instance_logits`` (trained against slice labels by the engine) and, for interface parity with the
 attention models, an attention map and a scan logit derived from them.
 """
@@ -15,7 +17,10 @@ from torch import Tensor, nn
 from monai_ng.networks.bag_inputs import masked_softmax
 from monai_ng.networks.mil_network import MILNetwork, MILOutput
 
-__all__ = ["InstanceCeiling"]
+__all__ = ["CEILING_KERNELS", "InstanceCeiling"]
+
+#: the paper's depthwise kernel length per dataset (RSNA ICH head, RSNA PE chest, RSNA 2023 abdominal trauma CT)
+CEILING_KERNELS: dict[str, int] = {"head": 12, "chest": 35, "abdomen": 29}
 
 _SCAN_POOLINGS = ("max", "logsumexp")
 
@@ -36,7 +41,7 @@ class InstanceCeiling(MILNetwork):
 
     Args:
         in_features: slice feature width ``D``.
-        kernel_size: depthwise kernel length over slices (12 head CT, 35 chest CT).
+        kernel_size: depthwise kernel length over slices (:data:`CEILING_KERNELS`: 12 head, 35 chest, 29 abdomen CT).
         scan_pooling: ``"max"`` or ``"logsumexp"``.
         dropout: dropout on the convolved features before the linear classifier.
 

@@ -9,6 +9,7 @@ from monai_ng.networks.abmil import ABMIL
 from monai_ng.networks.centre_gaussian import CentreGaussianMIL
 from monai_ng.networks.instance_ceiling import InstanceCeiling
 from monai_ng.networks.max_pool import MaxPoolMIL
+from monai_ng.networks.max_score_pool import MaxScorePoolMIL
 from monai_ng.networks.mean_pool import MeanPoolMIL
 from monai_ng.networks.mil_network import MILNetwork
 from monai_ng.networks.smap import SmAPMIL
@@ -32,6 +33,7 @@ MIL_NETWORKS: dict[str, Callable[..., MILNetwork]] = {
     "mean_pool": MeanPoolMIL,
     "max_pool": MaxPoolMIL,
     "instance_ceiling": InstanceCeiling,
+    "max_score_pool": MaxScorePoolMIL,
 }
 """Registered names and their constructors (each called as ``constructor(in_features, **kwargs)``); each name is
 also the name of the module that defines the network (``abmil_gated`` is ``abmil`` with ``gated=True``)."""
@@ -42,7 +44,7 @@ def build_mil_network(name: str, in_features: int, **kwargs: Any) -> MILNetwork:
 
     Args:
         name: one of ``abmil``, ``abmil_gated``, ``transmil``, ``smap``, ``centre_gaussian``, ``mean_pool``,
-            ``max_pool``, ``instance_ceiling``.
+            ``max_pool``, ``instance_ceiling``, ``max_score_pool``.
         in_features: slice feature width ``D`` (768 for ViT-B/16 CLS embeddings).
         **kwargs: keyword arguments of the chosen class (e.g. ``hidden=128``, ``num_heads=8``, ``kernel_size=35``).
 

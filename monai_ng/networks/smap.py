@@ -103,7 +103,11 @@ class SmAPMIL(MILNetwork):
     - ``"late"``: smooth the scores, ``s = Sm(w^T tanh(V X))``; no spectral norm (as in the Sm authors' code).
 
     Attention ``a = softmax(s)`` over the valid slices; the scan logit is ``Linear(D -> 1)`` (not spectral-normed) of
-    the attention-pooled *unsmoothed* features ``sum_j a_j x_j``, as in the Normal Guidance code.
+    the attention-pooled features. By default these are the *unsmoothed* features ``sum_j a_j x_j`` (Sm shapes the
+    attention only). The Normal Guidance public code pools the *smoothed* features ``sum_j a_j Sm(X)_j`` instead:
+    ``pool_smoothed=True`` (``smooth_at="early"`` only). Sm is a polynomial in the symmetric ``A_hat``, hence a
+    symmetric operator along slices, so this equals ``sum_j Sm(a)_j x_j`` and is computed by smoothing the attention
+    (one channel) instead of the ``D`` features.
 
     Note: with ``spectral_norm=True`` each training-mode forward runs one power iteration that updates the norm
     estimate, so two training-mode calls on the same input differ slightly; eval mode is deterministic.
@@ -115,6 +119,8 @@ class SmAPMIL(MILNetwork):
         alpha_init: initial ``alpha = sigmoid(alpha_logit)``, in ``(0, 1)``.
         spectral_norm: apply spectral normalisation to the attention layers listed above.
         smooth_at: ``"early"``, ``"mid"`` or ``"late"``.
+        pool_smoothed: pool the smoothed features ``Sm(X)`` for the scan logit, as the Normal Guidance public code does
+            (only with ``smooth_at="early"``); default False pools ``X``.
 
     Shapes:
         ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool (valid slices first) -> ``MILOutput(logits [B], attention
@@ -131,6 +137,7 @@ class SmAPMIL(MILNetwork):
         alpha_init: float = 0.5,
         spectral_norm: bool = True,
         smooth_at: str = "early",
+        pool_smoothed: bool = False,
     ) -> None:
         super().__init__(
             in_features,
@@ -139,6 +146,7 @@ class SmAPMIL(MILNetwork):
             alpha_init=alpha_init,
             spectral_norm=spectral_norm,
             smooth_at=smooth_at,
+            pool_smoothed=pool_smoothed,
         )
         self.check_int("hidden", hidden)
         self.check_int("num_steps", num_steps, minimum=0)
@@ -146,6 +154,11 @@ class SmAPMIL(MILNetwork):
             raise ValueError(f"SmAPMIL: alpha_init must be in (0, 1), got {alpha_init}.")
         if smooth_at not in _SMOOTH_POSITIONS:
             raise ValueError(f"SmAPMIL: smooth_at must be one of {_SMOOTH_POSITIONS}, got {smooth_at!r}.")
+        if pool_smoothed and smooth_at != "early":
+            raise ValueError(
+                f"SmAPMIL: pool_smoothed=True needs smooth_at='early' (smoothed features), got {smooth_at!r}."
+            )
+        self.pool_smoothed = bool(pool_smoothed)
         self.hidden = hidden
         self.num_steps = num_steps
         self.smooth_at = smooth_at
@@ -182,7 +195,12 @@ class SmAPMIL(MILNetwork):
         """Pool the slices of each bag with smoothed attention (arguments and shapes: :meth:`MILNetwork.forward`)."""
         x, mask = self.prepare(x, mask)
         attention = masked_softmax(self.attention_scores(x, mask), mask, dim=1)  # [B, N]
-        return self.attention_pool(attention, x)
+        if not self.pool_smoothed:
+            return self.attention_pool(attention, x)
+        # sum_j a_j Sm(X)_j = sum_j Sm(a)_j x_j: Sm is symmetric along slices; Sm(a) is 0 on padding
+        weights = chain_smooth(attention.unsqueeze(-1), mask, self.alpha, self.num_steps).squeeze(-1)
+        logits = self.classifier(torch.einsum("bn,bnd->bd", weights, x)).squeeze(-1)
+        return MILOutput(logits=logits, attention=attention.unsqueeze(-1))
 
     def flops_per_bag(self, n_slices: int) -> int:
         """Forward FLOPs for one bag of ``n_slices`` slices, counting 2 per multiply-add.

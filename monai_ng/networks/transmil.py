@@ -3,7 +3,9 @@
 Shao et al., "TransMIL: Transformer based Correlated Multiple Instance Learning for Whole Slide Image
 Classification", NeurIPS 2021, in the form used by Harvey, Loevlie & Hughes, "Normal Guidance is what Attention
 Needs" (2026): a learned class token, layers of pre-LayerNorm -> multi-head attention (exact, no Nystrom) ->
-residual without feed-forward, and a 1D pyramid position encoding generator (PPEG) between the first two layers.
+residual without feed-forward, and a 1D pyramid position encoding generator (PPEG) between the first two layers. By
+default the tokens are the slice embeddings themselves (768-d, 8 heads of 96, no input projection, no final
+LayerNorm), as in the public code; ``hidden=...`` gives the projected variant (``Linear + ReLU``, final LayerNorm).
 
 Batched over padded bags with a key-padding mask; the localization map is the last layer's class-token query row
 over the slice keys, per head, renormalised over the valid slices (the class token's own share removed).
@@ -151,10 +153,15 @@ class SlicePPEG(nn.Module):
 class TransMIL(MILNetwork):
     """TransMIL over CT slices with exact attention, batched with a key-padding mask.
 
-    Pipeline: ``Linear(D -> C) + ReLU`` input projection (Shao et al.'s ``_fc1``); prepend a learned class token;
-    ``num_layers`` :class:`ClassTokenAttentionLayer`; a :class:`SlicePPEG` on the slice tokens after the first layer
-    (only when another layer follows it); the scan logit is ``Linear(C -> 1)(LayerNorm(class token))``. The class
-    token is the multi-head pooled embedding (heads concatenated then projected by the attention output projection).
+    Pipeline (default, as the Normal Guidance public code runs it): the slice embeddings are the tokens (width
+    ``C = D``, no input projection); prepend a learned class token; ``num_layers`` :class:`ClassTokenAttentionLayer`;
+    a :class:`SlicePPEG` on the slice tokens after the first layer (only when another layer follows it); the scan
+    logit is ``Linear(C -> 1)(class token)``. The class token is the multi-head pooled embedding (heads concatenated
+    then projected by the attention output projection).
+
+    With ``hidden=C`` (an int) a ``Linear(D -> C) + ReLU`` input projection (Shao et al.'s ``_fc1``) comes first, and
+    by default a final ``LayerNorm`` on the class token before the classifier (Shao et al.'s ``norm``): the projected
+    variant this project used before (``hidden=128``). ``final_norm`` sets the LayerNorm explicitly.
 
     Localization attention ``[B, N, H]``: in the last layer, the class-token query's softmax row over the slice keys,
     per head, with the class token's own share removed and the row renormalised over the valid slices, i.e.
@@ -164,11 +171,13 @@ class TransMIL(MILNetwork):
 
     Args:
         in_features: slice feature width ``D``.
-        hidden: token width ``C`` (768 keeps the embedding width, as the Normal Guidance public code does, which has no
-            input projection at all).
-        num_heads: attention heads ``H`` (8 in the paper); ``hidden`` must be divisible by it.
+        hidden: ``None`` (default, the paper's): tokens are the embeddings, ``C = D`` (768 with 8 heads of 96), no
+            input projection. An int ``C``: a ``Linear(D -> C) + ReLU`` input projection to width ``C``.
+        num_heads: attention heads ``H`` (8 in the paper); the token width ``C`` must be divisible by it.
         num_layers: attention layers (2 in the paper), at least 1.
-        dropout: dropout after the input projection and on each layer's attention output.
+        dropout: dropout after the input projection (if any) and on each layer's attention output.
+        final_norm: ``LayerNorm`` on the class token before the classifier. ``None`` (default): only with an input
+            projection (``hidden`` given), i.e. off for the paper's model and on for the projected variant.
 
     Shapes:
         ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool (valid slices first, padding at the end) ->
@@ -178,35 +187,59 @@ class TransMIL(MILNetwork):
     uses_slice_order = True
 
     def __init__(
-        self, in_features: int = 768, hidden: int = 768, num_heads: int = 8, num_layers: int = 2, dropout: float = 0.0
+        self,
+        in_features: int = 768,
+        hidden: int | None = None,
+        num_heads: int = 8,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        final_norm: bool | None = None,
     ) -> None:
-        super().__init__(in_features, hidden=hidden, num_heads=num_heads, num_layers=num_layers, dropout=dropout)
-        self.check_int("hidden", hidden)
+        super().__init__(
+            in_features,
+            hidden=hidden,
+            num_heads=num_heads,
+            num_layers=num_layers,
+            dropout=dropout,
+            final_norm=final_norm,
+        )
+        if hidden is not None:
+            self.check_int("hidden", hidden)
         self.check_int("num_heads", num_heads)
         self.check_int("num_layers", num_layers)
         self.check_dropout(dropout)
-        if hidden % num_heads != 0:
-            raise ValueError(f"TransMIL: hidden={hidden} must be divisible by num_heads={num_heads}.")
-        self.hidden = hidden
+        if final_norm is not None and not isinstance(final_norm, bool):
+            raise TypeError(f"TransMIL: final_norm must be a bool or None, got {final_norm!r}.")
+        width = self.in_features if hidden is None else hidden
+        if width % num_heads != 0:
+            what = f"hidden={hidden}" if hidden is not None else f"the token width {width} (= in_features)"
+            raise ValueError(f"TransMIL: {what} must be divisible by num_heads={num_heads}.")
+        self.hidden = width
         self.num_heads = num_heads
         self.num_layers = num_layers
-        self.input_projection = nn.Linear(in_features, hidden)
+        self.projected = hidden is not None
+        self.final_norm = self.projected if final_norm is None else final_norm
+        # creation order kept as before the paper-width default, so a seeded projected model has the same weights
+        self.input_projection = nn.Linear(in_features, width) if self.projected else None
         self.input_dropout = nn.Dropout(dropout)
-        self.class_token = nn.Parameter(torch.randn(1, 1, hidden))
-        self.layers = nn.ModuleList(ClassTokenAttentionLayer(hidden, num_heads, dropout) for _ in range(num_layers))
-        self.ppeg = SlicePPEG(hidden) if num_layers >= 2 else None
-        self.norm = nn.LayerNorm(hidden)
-        self.classifier = nn.Linear(hidden, 1)
+        self.class_token = nn.Parameter(torch.randn(1, 1, width))
+        self.layers = nn.ModuleList(ClassTokenAttentionLayer(width, num_heads, dropout) for _ in range(num_layers))
+        self.ppeg = SlicePPEG(width) if num_layers >= 2 else None
+        self.norm = nn.LayerNorm(width) if self.final_norm else None
+        self.classifier = nn.Linear(width, 1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Classify each bag; the attention ``[B, N, H]`` is the last layer's per-head class-token attention over its
         slices (see :meth:`MILNetwork.forward`)."""
         x, mask = self.prepare(x, mask)
         batch, length, _ = x.shape
-        rows = mask.reshape(-1).nonzero().squeeze(1)  # the valid slices only go through the input projection
-        projected = self.input_dropout(torch.relu(self.input_projection(x.reshape(batch * length, -1)[rows])))
-        slices = projected.new_zeros(batch * length, self.hidden).index_copy(0, rows, projected)
-        slices = slices.view(batch, length, self.hidden)  # [B, N, C], zeros on padding
+        if self.input_projection is None:
+            slices = x  # [B, N, C = D], zeros on padding (prepare)
+        else:
+            rows = mask.reshape(-1).nonzero().squeeze(1)  # the valid slices only go through the input projection
+            projected = self.input_dropout(torch.relu(self.input_projection(x.reshape(batch * length, -1)[rows])))
+            slices = projected.new_zeros(batch * length, self.hidden).index_copy(0, rows, projected)
+            slices = slices.view(batch, length, self.hidden)  # [B, N, C], zeros on padding
         tokens = torch.cat([self.class_token.expand(batch, -1, -1), slices], dim=1)  # [B, 1 + N, C]
         key_mask = F.pad(mask, (1, 0), value=True)  # the class token is always a valid key
         for index, layer in enumerate(self.layers[:-1]):
@@ -215,7 +248,9 @@ class TransMIL(MILNetwork):
                 tokens = torch.cat([tokens[:, :1], self.ppeg(tokens[:, 1:], mask)], dim=1)
         class_token, _, scores = self.layers[-1].class_token_forward(tokens, key_mask)
         attention = masked_softmax(scores[:, :, 1:], mask[:, None, :], dim=-1)  # [B, H, N], renormalised over slices
-        logits = self.classifier(self.norm(class_token)).squeeze(-1)
+        if self.norm is not None:
+            class_token = self.norm(class_token)
+        logits = self.classifier(class_token).squeeze(-1)
         return MILOutput(logits=logits, attention=attention.transpose(1, 2))
 
     def flops_per_bag(self, n_slices: int) -> int:
@@ -228,7 +263,7 @@ class TransMIL(MILNetwork):
         """
         n, d, c = int(n_slices), self.in_features, self.hidden
         tokens = n + 1
-        flops = 2 * n * d * c  # input projection
+        flops = 2 * n * d * c if self.input_projection is not None else 0  # input projection
         full_layer = 2 * tokens * c * 3 * c + 2 * 2 * tokens * tokens * c + 2 * tokens * c * c
         flops += (self.num_layers - 1) * full_layer
         if self.ppeg is not None:

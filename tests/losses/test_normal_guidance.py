@@ -186,3 +186,32 @@ def test_objective_terms():
     assert obj.last_terms["l1"] == pytest.approx(3.5)
     with pytest.raises(ValueError, match="network"):
         MILObjective(l1_weight=1.0)
+
+
+def test_ceiling_objective_slice_bce_only_by_scan_weight():
+    """The paper's ceiling objective is the slice BCE alone (scan_weight=0); scan_weight=1 is the earlier scan + slice
+    BCE. Hand values: slice logits [0, ln 3] with labels [0, 1] (slice 3 unknown, slice 4 padding), scan logit 0.3."""
+    logits = torch.tensor([0.3], requires_grad=True)
+    instance = torch.tensor([[0.0, math.log(3.0), 5.0, 9.0]], requires_grad=True)
+    att = torch.full((1, 4, 1), 1 / 3).masked_fill(torch.tensor([[[False], [False], [False], [True]]]), 0.0)
+    target = {
+        "label": torch.tensor([1.0]),
+        "mask": torch.tensor([[True, True, True, False]]),
+        "slice_labels": torch.tensor([[0, 1, -1, 1]]),
+    }
+    slice_bce = (math.log(2.0) + math.log(4.0 / 3.0)) / 2  # -log(1/2), -log(3/4)
+    scan_bce = math.log(1 + math.exp(-0.3))
+    paper = MILObjective(ng_weight=0.0, instance_weight=1.0, scan_weight=0.0)
+    total = paper((logits, att, instance), target)
+    assert total.item() == pytest.approx(slice_bce, rel=1e-6)
+    assert paper.last_terms["bce"] == pytest.approx(scan_bce, rel=1e-6)  # still logged
+    total.backward()
+    assert logits.grad is None or float(logits.grad.abs().sum()) == 0.0  # the scan logit is not trained
+    both = MILObjective(ng_weight=0.0, instance_weight=1.0, scan_weight=1.0)
+    assert both((logits, att, instance), target).item() == pytest.approx(scan_bce + slice_bce, rel=1e-6)
+    half = MILObjective(ng_weight=0.0, scan_weight=0.5)
+    assert half((logits, att), target).item() == pytest.approx(0.5 * scan_bce, rel=1e-6)
+    zero = MILObjective(ng_weight=0.0, scan_weight=0.0)
+    assert zero((logits, att), target).item() == 0.0
+    with pytest.raises(ValueError, match="scan_weight must be >= 0"):
+        MILObjective(scan_weight=-1.0)

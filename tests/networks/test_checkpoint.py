@@ -49,8 +49,45 @@ def test_safetensors_header_holds_the_build_arguments(tmp_path):
     path = save_mil_checkpoint(_network(), tmp_path / "model.safetensors")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    assert meta["network"] == "transmil" and meta["in_features"] == "6"
-    assert json.loads(meta["network_kwargs"]) == {"hidden": 8, "num_heads": 2, "num_layers": 2, "dropout": 0.0}
+    assert meta["network"] == "transmil" and meta["in_features"] == "6" and meta["checkpoint_format"] == "2"
+    assert json.loads(meta["network_kwargs"]) == {
+        "hidden": 8,
+        "num_heads": 2,
+        "num_layers": 2,
+        "dropout": 0.0,
+        "final_norm": None,
+    }
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_checkpoints_from_before_format_2_rebuild_what_they_hold(tmp_path, suffix):
+    """Before the paper-faithful defaults, 'max_pool' was the per-slice-score max and TransMIL headers had no
+    final_norm: such checkpoints load as the per-slice-score max and the projected TransMIL with its LayerNorm."""
+    from safetensors.torch import load_file, save_file
+
+    from monai_ng.networks import MaxPoolMIL, MaxScorePoolMIL
+
+    x = torch.randn(2, 5, 6)
+    for name, old_kwargs, expected in (
+        ("max_score_pool", {}, MaxScorePoolMIL),
+        ("transmil", {"hidden": 8, "num_heads": 2, "num_layers": 2, "dropout": 0.0}, None),
+    ):
+        torch.manual_seed(0)
+        net = build_mil_network(name, 6, **old_kwargs).eval()
+        path = save_mil_checkpoint(net, tmp_path / f"{name}{suffix}")
+        # rewrite the header as the earlier code wrote it: no checkpoint_format, 'max_pool', no final_norm
+        old = {"network": "max_pool" if name == "max_score_pool" else name, "network_kwargs": json.dumps(old_kwargs),
+               "in_features": "6"}  # fmt: skip
+        if suffix == ".pt":
+            build_arguments_path(path).write_text(json.dumps(old))
+        else:
+            save_file(load_file(str(path)), str(path), metadata=old)
+        loaded, header = load_mil_checkpoint(path)
+        assert type(loaded) is (expected or type(net))
+        torch.testing.assert_close(loaded(x).logits, net(x).logits, rtol=0, atol=0)
+    # a new checkpoint of 'max_pool' is the embedding-level max
+    new = save_mil_checkpoint(build_mil_network("max_pool", 6), tmp_path / f"new{suffix}")
+    assert type(load_mil_checkpoint(new)[0]) is MaxPoolMIL
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
@@ -87,6 +124,8 @@ def test_missing_files_and_bad_input_are_reported(tmp_path):
         save_mil_checkpoint(torch.nn.Linear(2, 2), tmp_path / "x.pt")
     with pytest.raises(ValueError, match="reserved"):
         save_mil_checkpoint(_network(), tmp_path / "x.pt", metadata={"network": "abmil"})
+    with pytest.raises(ValueError, match="reserved"):
+        save_mil_checkpoint(_network(), tmp_path / "x.pt", metadata={"checkpoint_format": "1"})
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))

@@ -13,10 +13,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from monai_ng.networks import (
     ABMIL,
+    CEILING_KERNELS,
     MIL_NETWORKS,
     CentreGaussianMIL,
     InstanceCeiling,
     MaxPoolMIL,
+    MaxScorePoolMIL,
     MeanPoolMIL,
     MILOutput,
     SmAPMIL,
@@ -32,19 +34,24 @@ TINY_KWARGS: dict[str, dict] = {
     "abmil": {"hidden": 5},
     "abmil_gated": {"hidden": 5},
     "transmil": {"hidden": 8, "num_heads": 2},
+    "transmil_paper": {"num_heads": 4},  # the paper's: tokens are the embeddings (width D), no projection, no norm
     "smap": {"hidden": 5},
     "centre_gaussian": {},
     "mean_pool": {},
     "max_pool": {},
     "instance_ceiling": {"kernel_size": 4},
+    "max_score_pool": {},
+    "smap_pooled_smoothed": {"hidden": 5, "pool_smoothed": True},
 }
-ORDER_AWARE = ("transmil", "smap", "centre_gaussian", "instance_ceiling")
+#: test cases that are a registry name with other arguments
+CASE_NETWORK = {"transmil_paper": "transmil", "smap_pooled_smoothed": "smap"}
+ORDER_AWARE = ("transmil", "transmil_paper", "smap", "smap_pooled_smoothed", "centre_gaussian", "instance_ceiling")
 
 
 def build(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
     kwargs = {**TINY_KWARGS[name], **overrides}
-    return build_mil_network(name, D, **kwargs).eval()
+    return build_mil_network(CASE_NETWORK.get(name, name), D, **kwargs).eval()
 
 
 def padded_batch(lengths: list[int], width: int = D, garbage: float = 1e3, seed: int = 1):
@@ -70,6 +77,7 @@ def test_factory_covers_all_names_and_lists_them_on_error():
         "mean_pool",
         "max_pool",
         "instance_ceiling",
+        "max_score_pool",
     }
     with pytest.raises(ValueError, match=r"unknown network 'abmill'; valid names: abmil, abmil_gated, transmil"):
         build_mil_network("abmill", D)
@@ -85,6 +93,7 @@ def test_factory_covers_all_names_and_lists_them_on_error():
     assert isinstance(build_mil_network("centre_gaussian", D), CentreGaussianMIL)
     assert isinstance(build_mil_network("mean_pool", D), MeanPoolMIL)
     assert isinstance(build_mil_network("max_pool", D), MaxPoolMIL)
+    assert isinstance(build_mil_network("max_score_pool", D), MaxScorePoolMIL)
     assert isinstance(build_mil_network("instance_ceiling", D), InstanceCeiling)
 
 
@@ -96,12 +105,15 @@ def test_shapes_dtype_and_attention_normalisation(name):
     out = model(x, mask)
     assert isinstance(out, MILOutput)
     heads = model.num_heads
-    assert heads == (2 if name == "transmil" else 1)
+    assert heads == {"transmil": 2, "transmil_paper": 4}.get(name, 1)
     assert out.logits.shape == (4,) and out.logits.dtype == torch.float32
     assert out.attention.shape == (4, 9, heads) and out.attention.dtype == torch.float32
     assert torch.isfinite(out.logits).all()
     assert (out.attention[~mask] == 0).all()  # exactly 0 on padding
-    assert (out.attention[mask] > 0).all()
+    if name == "max_pool":  # a count: a slice that holds no feature's maximum gets 0
+        assert (out.attention[mask] >= 0).all() and (out.attention[mask] > 0).any()
+    else:
+        assert (out.attention[mask] > 0).all()
     sums = out.attention.sum(dim=1)  # [B, H]
     assert torch.allclose(sums, torch.ones_like(sums), rtol=0, atol=1e-6)
     assert torch.equal(out.attention[1, 0], torch.ones(heads))  # a bag of one slice
@@ -173,7 +185,9 @@ def test_deterministic_under_seed(name):
     if name not in (
         "centre_gaussian",
         "mean_pool",
-    ):  # a different seed gives different weights and (content-aware) attention
+        "max_pool",
+    ):  # a different seed gives different weights and (content-aware) attention; the max pool's attention is the
+        # argmax count of the features, independent of the weights
         assert not torch.equal(build(name, seed=8)(x, mask).attention, out_a.attention)
 
 
@@ -293,7 +307,10 @@ def transmil_reference(model: TransMIL, bag: np.ndarray) -> tuple[float, np.ndar
     p = {k: v.detach().double().numpy() for k, v in model.state_dict().items()}
     c, heads = model.hidden, model.num_heads
     dh = c // heads
-    s = np.maximum(bag @ p["input_projection.weight"].T + p["input_projection.bias"], 0.0)
+    if "input_projection.weight" in p:
+        s = np.maximum(bag @ p["input_projection.weight"].T + p["input_projection.bias"], 0.0)
+    else:  # the paper's: the embeddings are the tokens
+        s = bag
     t = np.vstack([p["class_token"][0], s])
     # layer 0: full self-attention
     h = _layer_norm(t, p["layers.0.norm.weight"], p["layers.0.norm.bias"])
@@ -322,14 +339,23 @@ def transmil_reference(model: TransMIL, bag: np.ndarray) -> tuple[float, np.ndar
         row[hd] = _softmax(k[:, cols] @ q[cols] / math.sqrt(dh))
         cls_out[cols] = row[hd] @ v[:, cols]
     cls = t[0] + cls_out @ p["layers.1.proj.weight"].T + p["layers.1.proj.bias"]
-    logit = _layer_norm(cls, p["norm.weight"], p["norm.bias"]) @ p["classifier.weight"][0] + p["classifier.bias"][0]
+    if "norm.weight" in p:
+        cls = _layer_norm(cls, p["norm.weight"], p["norm.bias"])
+    logit = cls @ p["classifier.weight"][0] + p["classifier.bias"][0]
     slice_attention = (row[:, 1:] / (1.0 - row[:, :1])).T  # class-token mass removed, renormalised
     return float(logit), slice_attention, row
 
 
-def test_transmil_matches_numpy_reference():
+@pytest.mark.parametrize(
+    ("in_features", "kwargs"),
+    [(3, {"hidden": 4}), (4, {}), (4, {"final_norm": True}), (3, {"hidden": 4, "final_norm": False})],
+    ids=["projected", "paper", "paper+norm", "projected-no-norm"],
+)
+def test_transmil_matches_numpy_reference(in_features, kwargs):
     torch.manual_seed(0)
-    model = TransMIL(in_features=3, hidden=4, num_heads=2, num_layers=2).double().eval()
+    model = TransMIL(in_features=in_features, num_heads=2, num_layers=2, **kwargs).double().eval()
+    assert (model.input_projection is None) == ("hidden" not in kwargs)
+    assert (model.norm is not None) == kwargs.get("final_norm", "hidden" in kwargs)
     with torch.no_grad():  # non-trivial LayerNorm affine parameters and conv biases
         for name, prm in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -338,7 +364,7 @@ def test_transmil_matches_numpy_reference():
                 prm.copy_(0.2 * torch.randn_like(prm))
     gen = torch.Generator().manual_seed(1)
     lengths = [6, 1, 2, 9]
-    x = 50.0 * torch.randn(4, 9, 3, generator=gen, dtype=torch.float64)
+    x = 50.0 * torch.randn(4, 9, in_features, generator=gen, dtype=torch.float64)
     mask = torch.arange(9)[None] < torch.tensor(lengths)[:, None]
     out = model(x, mask)
     for i, n in enumerate(lengths):
@@ -388,13 +414,14 @@ def _explicit_sdpa(q, k, v, attn_mask=None, **_):
     return scores.masked_fill(~attn_mask, float("-inf")).softmax(-1) @ v
 
 
+@pytest.mark.parametrize("hidden", [8, None])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_transmil_flops_match_counted_operations(monkeypatch, num_layers):
+def test_transmil_flops_match_counted_operations(monkeypatch, num_layers, hidden):
     # count SDPA as the two matmuls it performs (FlopCounterMode does not see the fused CPU kernel)
     monkeypatch.setattr(F, "scaled_dot_product_attention", _explicit_sdpa)
-    model = TransMIL(in_features=5, hidden=8, num_heads=2, num_layers=num_layers)
+    model = TransMIL(in_features=6, hidden=hidden, num_heads=2, num_layers=num_layers)
     with FlopCounterMode(display=False) as counter:
-        model(torch.randn(1, 6, 5))
+        model(torch.randn(1, 6, 6))
     assert counter.get_total_flops() == model.flops_per_bag(6)
     assert model.flops_per_bag(6) < model.flops_per_bag(7)
 
@@ -402,6 +429,10 @@ def test_transmil_flops_match_counted_operations(monkeypatch, num_layers):
 def test_transmil_rejects_bad_configuration():
     with pytest.raises(ValueError, match="hidden=10 must be divisible by num_heads=4"):
         TransMIL(in_features=3, hidden=10, num_heads=4)
+    with pytest.raises(ValueError, match=r"token width 12 \(= in_features\) must be divisible by num_heads=8"):
+        TransMIL(in_features=12)
+    with pytest.raises(TypeError, match="final_norm must be a bool or None"):
+        TransMIL(in_features=8, final_norm=1)
     with pytest.raises(ValueError, match="num_layers must be >= 1"):
         TransMIL(in_features=3, hidden=8, num_heads=2, num_layers=0)
 
@@ -562,15 +593,37 @@ def test_mean_and_max_pooling_hand_values():
     out = mean(x, mask)
     assert torch.allclose(out.logits, torch.tensor([3.0 - 1.0 / 3.0 + 0.5, 0.5]))
     assert torch.allclose(out.attention[..., 0], torch.tensor([[1 / 3] * 3, [1.0, 0.0, 0.0]]))
+    # the paper's max pooling: element-wise max over the valid slices, then Linear
     mx = MaxPoolMIL(2)
     with torch.no_grad():
         mx.classifier.weight.copy_(torch.tensor([[1.0, -1.0]]))
         mx.classifier.bias.fill_(0.5)
     out = mx(x, mask)
+    assert torch.equal(out.logits, torch.tensor([5.0 - 2.0 + 0.5, 2.0 - 2.0 + 0.5]))  # max [5, 2]; [2, 2]
+    # feature 0 takes its maximum at slice 2, feature 1 at slice 0; slice 1 holds none
+    assert torch.equal(out.attention[..., 0], torch.tensor([[0.5, 0.0, 0.5], [1.0, 0.0, 0.0]]))
+    tie = mx(torch.tensor([[[1.0, 1.0], [1.0, 0.0]]]))  # feature 0 ties at both slices: counts 2 and 1
+    assert torch.allclose(tie.attention[0, :, 0], torch.tensor([2 / 3, 1 / 3]), atol=0, rtol=0)
+    x.requires_grad_(True)
+    mx(x, mask).logits.sum().backward()  # the gradient reaches the arg-max slices only
+    assert torch.equal(x.grad[0], torch.tensor([[0.0, -1.0], [0.0, 0.0], [1.0, 0.0]]))
+    # the per-slice-score max ("max_score_pool", this project's max pooling before the paper's became the default)
+    ms = MaxScorePoolMIL(2)
+    with torch.no_grad():
+        ms.classifier.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        ms.classifier.bias.fill_(0.5)
+    out = ms(x.detach(), mask)
     scores = torch.tensor([-0.5, 4.5, 5.5])  # x @ w + b for bag 0
     assert torch.allclose(out.logits, torch.tensor([5.5, 0.5]))
     assert torch.allclose(out.attention[0, :, 0], scores.softmax(0))
     assert torch.equal(out.attention[1, :, 0], torch.tensor([1.0, 0.0, 0.0]))
+
+
+def test_max_pool_flops_match_counted_matmuls():
+    for model in (MaxPoolMIL(7), MaxScorePoolMIL(7)):
+        with FlopCounterMode(display=False) as counter:
+            model(torch.randn(1, 5, 7))
+        assert counter.get_total_flops() == model.flops_per_bag(5)
 
 
 # ---------------------------------------------------------------- instance ceiling
@@ -636,3 +689,84 @@ def test_transmil_packed_layer_equals_unpacked_on_valid_rows():
     full = layer(tokens, key_mask)
     packed = layer(tokens, key_mask, packed=True)
     torch.testing.assert_close(packed[key_mask], full[key_mask], rtol=0, atol=1e-12)
+
+
+def test_transmil_default_is_the_papers_width_and_padding_invariant():
+    """768-d tokens, 8 heads of 96, no input projection, no final LayerNorm; bags of 1-300 slices padded with garbage
+    give the same outputs as alone (<= 1e-6, float32, random init)."""
+    torch.manual_seed(0)
+    model = TransMIL().eval()
+    assert model.hidden == 768 and model.num_heads == 8 and model.layers[0].head_dim == 96
+    assert model.input_projection is None and model.norm is None and model.classifier.in_features == 768
+    names = {n for n, _ in model.named_parameters()}
+    assert not any(n.startswith(("input_projection", "norm.")) for n in names)
+    lengths = [300, 1, 37, 120]
+    bags, x, mask = padded_batch(lengths, width=768, garbage=1e4, seed=5)
+    with torch.no_grad():
+        batched = model(x, mask)
+        for i, bag in enumerate(bags):
+            alone = model(bag.unsqueeze(0))
+            n = len(bag)
+            assert (batched.logits[i] - alone.logits[0]).abs() <= 1e-6
+            assert (batched.attention[i, :n] - alone.attention[0]).abs().max() <= 1e-6
+    # the projected variant (this project's TransMIL before the paper-width default) is one argument away
+    projected = TransMIL(hidden=128)
+    assert projected.input_projection.out_features == 128 and projected.norm is not None
+
+
+def test_named_old_variants_equal_the_values_of_the_earlier_code():
+    """Outputs on fixed seeds equal those computed with the committed code before the paper-faithful defaults
+    (TransMIL(hidden=8, num_heads=2) and the then 'max_pool', now 'max_score_pool')."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 7, 16, generator=gen)
+    mask = torch.arange(7)[None] < torch.tensor([7, 4, 1])[:, None]
+    expected = {
+        ("transmil", (("hidden", 8), ("num_heads", 2))): (
+            [-1.1537498235702515, -1.1031279563903809, -1.126561164855957],
+            [0.11365710198879242, 0.1353507936000824, 0.16572719812393188, 0.19134639203548431,
+             0.13411742448806763, 0.13950133323669434, 0.12029977887868881],
+        ),
+        ("max_score_pool", ()): (
+            [0.4733589291572571, 0.1988750398159027, -0.02876366674900055],
+            [0.09807917475700378, 0.15652145445346832, 0.07231787592172623, 0.19447380304336548,
+             0.1821730136871338, 0.13929231464862823, 0.15714232623577118],
+        ),
+    }  # fmt: skip
+    for (name, kwargs), (logits, attention) in expected.items():
+        torch.manual_seed(0)
+        net = build_mil_network(name, 16, **dict(kwargs)).eval()
+        with torch.no_grad():
+            out = net(x, mask)
+        torch.testing.assert_close(out.logits, torch.tensor(logits), rtol=0, atol=1e-6)
+        torch.testing.assert_close(out.attention.mean(-1)[0], torch.tensor(attention), rtol=0, atol=1e-6)
+
+
+def test_smap_pooled_smoothed_equals_pooling_dense_smoothed_features():
+    """pool_smoothed=True (the public code's SmAP) pools Sm(X): checked against the dense operator on D features."""
+    torch.manual_seed(11)
+    model = SmAPMIL(in_features=4, hidden=3, pool_smoothed=True).double().eval()
+    plain = SmAPMIL(in_features=4, hidden=3).double().eval()
+    plain.load_state_dict(model.state_dict())
+    lengths = [5, 2, 1, 7]
+    _, x, mask = padded_batch(lengths, width=4, garbage=1e3, seed=12)
+    x = x.double()
+    out, ref = model(x, mask), plain(x, mask)
+    torch.testing.assert_close(out.attention, ref.attention, rtol=0, atol=0)  # the attention is unchanged
+    alpha = float(model.alpha.detach())
+    for i, n in enumerate(lengths):
+        a_hat = dense_chain_operator(n)
+        xn = x[i, :n].numpy()
+        g = xn.copy()
+        for _ in range(model.num_steps):
+            g = alpha * a_hat @ g + (1 - alpha) * xn
+        pooled = out.attention[i, :n, 0].detach().numpy() @ g
+        logit = pooled @ model.classifier.weight.detach().numpy()[0] + model.classifier.bias.item()
+        np.testing.assert_allclose(out.logits[i].item(), logit, atol=1e-12)
+    assert not torch.allclose(out.logits[[0, 1, 3]], ref.logits[[0, 1, 3]])  # pooling Sm(X), not X
+    with pytest.raises(ValueError, match="pool_smoothed=True needs smooth_at='early'"):
+        SmAPMIL(4, smooth_at="late", pool_smoothed=True)
+
+
+def test_ceiling_kernels_per_dataset():
+    assert CEILING_KERNELS == {"head": 12, "chest": 35, "abdomen": 29}
+    assert InstanceCeiling().kernel_size == CEILING_KERNELS["head"]
