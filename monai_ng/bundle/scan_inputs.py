@@ -35,6 +35,7 @@ __all__ = [
     "ScanInputError",
     "dicom_scan_id",
     "find_scan_inputs",
+    "is_candidate_dicom_file",
     "read_manifest_scans",
 ]
 
@@ -63,12 +64,17 @@ def _nifti_stem(path: Path) -> str:
     return path.stem
 
 
-def _is_candidate_dicom(path: Path) -> bool:
+def is_candidate_dicom_file(path: Path) -> bool:
+    """Whether ``path`` may hold a DICOM slice: ``.dcm`` / ``.dicom`` / ``.ima``, or no or a numeric extension with
+    the ``DICM`` preamble (PACS exports name files by bare UID, e.g. ``1.2.840.10008.1``, whose "extension" is
+    ``.1``). Hidden files, ``DICOMDIR``, NIfTI and other extensions (``.csv``, ``.json``, ``.png``, ...) are not.
+    """
     if path.name.startswith(".") or path.name == "DICOMDIR" or path.name.endswith(NIFTI_SUFFIXES):
         return False
-    if path.suffix.lower() == ".dcm":
+    suffix = path.suffix.lower()
+    if suffix in (".dcm", ".dicom", ".ima"):
         return True
-    if path.suffix:  # another known extension (.csv, .json, .png, ...): not a DICOM slice
+    if suffix and not suffix[1:].isdigit():  # another known extension: not a DICOM slice
         return False
     try:
         with open(path, "rb") as handle:
@@ -198,7 +204,7 @@ def find_scan_inputs(
     if not files:
         raise ScanInputError(f"dataset_dir {root}: folder is empty (no DICOM series or NIfTI file found)")
     nifti = [p for p in files if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith(".")]
-    dicom = [str(p) for p in files if _is_candidate_dicom(p)]
+    dicom = [str(p) for p in files if is_candidate_dicom_file(p)]
 
     items: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []

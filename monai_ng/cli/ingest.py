@@ -45,7 +45,7 @@ def load_dataset_adapter(name: str) -> DatasetAdapter:
         known = ", ".join(sorted(registered)) or "none"
         raise ValueError(
             f"no dataset adapter {name!r} in the entry-point group {ADAPTER_ENTRY_POINT_GROUP!r} (registered: "
-            f"{known}); install the package that provides it (`pip install -e .` registers ich, pe and abdominal)"
+            f"{known}); install the package that provides it (`pip install -e .` registers ich, pe, abdominal and folder)"
         )
     ep = registered[name]
     try:

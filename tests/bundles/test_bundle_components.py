@@ -211,3 +211,22 @@ def test_package_bundle_refuses_bad_metadata(tmp_path):
     (bundle / "LICENSE").unlink()
     with pytest.raises(PackageError, match="LICENSE"):
         package_bundle(bundle, tmp_path / "dist")
+
+
+def test_candidate_dicom_files_include_bare_uid_names(tmp_path):
+    from monai_ng.bundle.scan_inputs import is_candidate_dicom_file
+
+    dicm = b"\0" * 128 + b"DICM" + b"\0" * 16
+    for name, data, expected in [
+        ("slice.dcm", b"", True),
+        ("IM0001", dicm, True),
+        ("1.2.840.10008.1", dicm, True),  # bare UID: the "extension" .1 is numeric
+        ("1.2.840.10008.2", b"not dicom", False),
+        ("labels.csv", dicm, False),
+        ("scan.nii.gz", dicm, False),
+        (".hidden.dcm", dicm, False),
+        ("DICOMDIR", dicm, False),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert is_candidate_dicom_file(path) is expected, name
