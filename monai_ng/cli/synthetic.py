@@ -1,7 +1,9 @@
-"""``monai-ng synthetic``: write a synthetic embedding store (ShiftedMean, CT-like or multi-lesion).
+"""``monai-ng synthetic``: write a synthetic embedding store (ShiftedMean, CT-like, multi-lesion or CT-regime).
 
-Only the parameters given on the command line override the kind's defaults (see :mod:`monai_ng.data.synthetic`).
-Ranges are written ``MIN:MAX`` (inclusive), e.g. ``--r 3:10``; a single number fixes the value.
+Only the parameters given on the command line override the kind's defaults (see :mod:`monai_ng.data.synthetic`);
+for ``--kind ct_regime`` the defaults are those of ``--region`` (head, chest or abdomen; chest when not given).
+Ranges are written ``MIN:MAX`` (inclusive), e.g. ``--r 3:10``; a single number fixes the value. Lists of numbers are
+comma-separated, e.g. ``--distractor-positions 0.1,0.5``; an empty string gives no distractors.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ from monai_ng.metrics import per_bag_localization
 from monai_ng.metrics.localization import binary_auroc
 
 __all__ = ["configure_parser", "run"]
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    """``"0.1,0.5"`` -> ``(0.1, 0.5)``; ``""`` -> ``()``."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
 
 # (flag, params field, type, help); None type marks an integer range
 _PARAM_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
@@ -43,12 +54,21 @@ _PARAM_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--repeat-scan-prob", "repeat_scan_prob", float, "probability that a patient owns several scans"),
     ("--max-scans-per-patient", "max_scans_per_patient", int, "most scans per patient"),
     ("--world-seed", "world_seed", int, "seed of the fixed anatomy / lesion direction (default 0)"),
+    ("--region", "region", str, "ct_regime: body-region preset head, chest or abdomen (default chest)"),
+    ("--noise-ar", "noise_ar", float, "ct_regime: AR(1) coefficient of the nuisance along slices (0 = i.i.d.)"),
+    ("--centre-frac", "centre_frac", float, "ct_regime: mean lesion centre as a fraction of the scan"),
+    ("--distractor-positions", "distractor_positions", _float_list, "ct_regime: distractor sites, e.g. 0.1,0.5"),
+    ("--distractor-widths", "distractor_widths", _float_list, "ct_regime: distractor extents (fractions of scan)"),
+    ("--distractor-delta", "distractor_delta", float, "ct_regime: peak distractor amplitude"),
+    ("--distractor-cosine", "distractor_cosine", float, "ct_regime: cosine of distractor and lesion directions"),
+    ("--distractor-amp-sd", "distractor_amp_sd", float, "ct_regime: sd of the log per-scan distractor amplitude"),
 )
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``synthetic`` options to ``parser``."""
     parser.add_argument("--kind", required=True, choices=SYNTHETIC_KINDS, help="which benchmark to generate")
+    # --region is declared with the generator parameters below
     parser.add_argument("--out", required=True, help="destination store folder (must not exist unless --overwrite)")
     parser.add_argument("--n-bags", type=int, default=1000, help="number of scans (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="sample seed (default 0)")

@@ -34,6 +34,8 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def _small(kind: str, n: int = 40, seed: int = 3, **kw):
     params = dict(SMALL if kind == "shifted_mean" else CT_SMALL)
+    if kind == "ct_regime":  # the ct_like bag sizes and blocks, with the regime's AR noise and distractors
+        params.update(region=None, min_len=20, max_len=60, r=(3, 10))
     params.update(kw)
     return generate_synthetic(kind, n, seed, **params)
 

@@ -13,6 +13,10 @@ Three generators share one representation (a bag is a contiguous block of rows o
   fades towards the block edges. Patients sometimes own several scans.
 * ``"multi_lesion"`` -- the CT-like construction with two or more disjoint lesion blocks per positive scan (for
   multi-head Normal Guidance, Harvey, Loevlie & Hughes, "Normal Guidance is what Attention Needs", 2026).
+* ``"ct_regime"`` -- the CT-like construction in the regime of real CT embeddings: nuisance correlated along the
+  slices (stationary AR(rho) per feature), lesion-like anatomical distractors present in every scan at anatomically
+  typical positions, and scan lengths, lesion extents and placement per body region (``region`` presets head /
+  chest / abdomen, :data:`REGION_PRESETS`).
 
 Randomness: ``seed`` drives a :class:`numpy.random.SeedSequence`; the bag structure (lengths, labels, blocks,
 patients) is drawn first from one child stream, then the embeddings are drawn in fixed chunks of bags from further
@@ -30,8 +34,10 @@ from __future__ import annotations
 from monai_ng.data.synthetic.bayes import bayes_scan_posterior, bayes_slice_posterior, shifted_mean_posteriors
 from monai_ng.data.synthetic.generator import SyntheticBags, generate_synthetic
 from monai_ng.data.synthetic.params import (
+    REGION_PRESETS,
     SYNTHETIC_KINDS,
     CTLikeParams,
+    CTRegimeParams,
     MultiLesionParams,
     ShiftedMeanParams,
     make_params,
@@ -39,8 +45,10 @@ from monai_ng.data.synthetic.params import (
 from monai_ng.data.synthetic.store_writer import write_synthetic_store
 
 __all__ = [
+    "REGION_PRESETS",
     "SYNTHETIC_KINDS",
     "CTLikeParams",
+    "CTRegimeParams",
     "MultiLesionParams",
     "ShiftedMeanParams",
     "SyntheticBags",

@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from monai_ng.data.synthetic.params import CTLikeParams, ShiftedMeanParams, make_params
+from monai_ng.data.synthetic.params import CTLikeParams, CTRegimeParams, ShiftedMeanParams, make_params
 
 __all__ = ["SyntheticBags", "generate_synthetic"]
 
 # bags per independently seeded chunk of embeddings; part of the data definition (changing it changes the data)
 _CHUNK_BAGS = 256
-_SCAN_PREFIX = {"shifted_mean": "sm", "ct_like": "ct", "multi_lesion": "ml"}
+_SCAN_PREFIX = {"shifted_mean": "sm", "ct_like": "ct", "multi_lesion": "ml", "ct_regime": "cr"}
 # candidate placements drawn at once per bag when placing several disjoint lesion blocks
 _PLACEMENT_TRIES = 64
 
@@ -25,7 +25,7 @@ class SyntheticBags:
     """An in-memory synthetic data set (one row block per bag, like an embedding store).
 
     Attributes:
-        kind: ``"shifted_mean"``, ``"ct_like"`` or ``"multi_lesion"``.
+        kind: ``"shifted_mean"``, ``"ct_like"``, ``"multi_lesion"`` or ``"ct_regime"``.
         seed: the sample seed.
         params: the generator parameters.
         embeddings: ``[T, D]`` float32, rows of bag ``i`` at ``offsets[i] .. offsets[i] + n_slices[i] - 1``.
@@ -39,6 +39,9 @@ class SyntheticBags:
         block_lengths: ``[B, L]`` int64 block lengths, 0 for no block.
         lesion_direction: ``[D]`` float64 vector the lesion adds, scaled by ``delta * w_j`` (ones on the first ``k``
             features for ShiftedMean and ``direction="first_k"``; a unit vector for ``direction="random"``).
+        distractor_weight: ``ct_regime`` only: ``[T, n_sites]`` float32 amplitude of each anatomical distractor at
+            each slice (0 away from its site; present in negative and positive scans alike), else None.
+        distractor_directions: ``ct_regime`` only: ``[n_sites, D]`` unit vectors the distractors add, else None.
     """
 
     kind: str
@@ -54,6 +57,8 @@ class SyntheticBags:
     block_starts: np.ndarray
     block_lengths: np.ndarray
     lesion_direction: np.ndarray
+    distractor_weight: np.ndarray | None = None
+    distractor_directions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.offsets.shape[0])
@@ -87,6 +92,7 @@ class _Structure:
     lesion_weight: np.ndarray  # [T] float32, 0 outside blocks
     position: np.ndarray | None = None  # [T] relative slice position (CT-like)
     scan_offset: np.ndarray | None = None  # [B, m] offset in the anatomy subspace (CT-like)
+    distractor_weight: np.ndarray | None = None  # [T, n_sites] float32 amplitude of each distractor (ct_regime)
 
 
 def _exact_labels(rng: np.random.Generator, n_bags: int, prevalence: float) -> np.ndarray:
@@ -160,11 +166,11 @@ def _patients(rng: np.random.Generator, n_bags: int, repeat_prob: float, max_sca
 
 
 def _place_blocks(
-    rng: np.random.Generator, s: int, lengths: np.ndarray, sd_frac: float, min_gap: int
+    rng: np.random.Generator, s: int, lengths: np.ndarray, sd_frac: float, min_gap: int, centre_frac: float = 0.5
 ) -> np.ndarray | None:
     """Starts of ``len(lengths)`` disjoint blocks with centre-biased centres, or None if no candidate fitted."""
     n = lengths.shape[0]
-    centres = rng.normal(s / 2.0, sd_frac * s, size=(_PLACEMENT_TRIES, n))
+    centres = rng.normal(s * centre_frac, sd_frac * s, size=(_PLACEMENT_TRIES, n))
     starts = np.clip(np.rint(centres - lengths / 2.0), 0, s - lengths).astype(np.int64)
     if n == 1:
         return starts[0]
@@ -200,10 +206,11 @@ def _ct_structure(rng: np.random.Generator, n_bags: int, p: CTLikeParams) -> _St
     block_starts = np.full((n_bags, n_hi), -1, dtype=np.int64)
     block_lengths = np.zeros((n_bags, n_hi), dtype=np.int64)
     lengths_all = rng.integers(r_lo, r_hi + 1, size=(n_bags, n_hi)).astype(np.int64)
+    centre_frac = float(getattr(p, "centre_frac", 0.5))
     for b in np.flatnonzero(n_blocks):  # per positive bag; the placement itself is vectorised over candidates
         m, s = int(n_blocks[b]), int(n_slices[b])
         lengths = lengths_all[b, :m]
-        starts = _place_blocks(rng, s, lengths, float(p.centre_sd_frac), int(p.min_gap))
+        starts = _place_blocks(rng, s, lengths, float(p.centre_sd_frac), int(p.min_gap), centre_frac)
         if starts is None:
             starts = _uniform_blocks(rng, s, lengths, int(p.min_gap))
         order = np.argsort(starts)
@@ -219,9 +226,25 @@ def _ct_structure(rng: np.random.Generator, n_bags: int, p: CTLikeParams) -> _St
     position = (within + 0.5) / n_slices[bag_of_row] + jitter[bag_of_row]
     m = int(p.anatomy_rank)
     patient_offset = rng.normal(0.0, float(p.patient_offset_scale), size=(int(patient.max()) + 1, m))
-    return _Structure(
+    st = _Structure(
         offsets, n_slices, labels, patient, block_starts, block_lengths, sl, w, position, patient_offset[patient]
     )
+    if isinstance(p, CTRegimeParams) and p.distractor_positions:
+        # drawn last, so everything above matches ct_like with the same seed and parameters
+        st.distractor_weight = _distractor_weights(rng, p, position, bag_of_row, n_bags)
+    return st
+
+
+def _distractor_weights(
+    rng: np.random.Generator, p: CTRegimeParams, position: np.ndarray, bag_of_row: np.ndarray, n_bags: int
+) -> np.ndarray:
+    """``[T, n_sites]`` float32 amplitude of each anatomical distractor at each slice (raised cosine in position)."""
+    centre = np.asarray(p.distractor_positions)[None, :]
+    width = np.asarray(p.distractor_widths)[None, :]
+    amp = float(p.distractor_delta) * np.exp(rng.normal(0.0, float(p.distractor_amp_sd), size=(n_bags, centre.size)))
+    d = (position[:, None] - centre) / width
+    shape = np.where(np.abs(d) < 0.5, np.cos(np.pi * d) ** 2, 0.0)
+    return (shape * amp[bag_of_row]).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------- world
@@ -233,6 +256,7 @@ class _World:
     cos_coef: np.ndarray  # [H, m]
     sin_coef: np.ndarray  # [H, m]
     direction: np.ndarray | None  # [D] unit lesion direction (direction="random"), else None
+    distractors: np.ndarray | None = None  # [n_sites, D] unit distractor directions (ct_regime)
 
     def trajectory(self, position: np.ndarray) -> np.ndarray:
         """Anatomy coordinates ``[N, m]`` at relative positions ``[N]``."""
@@ -256,7 +280,16 @@ def _make_world(p: CTLikeParams) -> _World:
     scale = float(p.anatomy_scale) / math.sqrt(h)
     cos_coef = rng.normal(0.0, scale, size=(h, m))
     sin_coef = rng.normal(0.0, scale, size=(h, m))
-    return _World(basis, cos_coef, sin_coef, direction)
+    distractors = None
+    n_sites = len(p.distractor_positions) if isinstance(p, CTRegimeParams) else 0
+    if n_sites:  # drawn last, so the anatomy and lesion direction match ct_like with the same world_seed
+        known = np.concatenate([basis, direction[:, None]], axis=1)
+        g = rng.standard_normal((d, n_sites))
+        g -= known @ (known.T @ g)  # orthogonal to the anatomy and the lesion direction
+        ortho, _ = np.linalg.qr(g)
+        c = float(p.distractor_cosine)
+        distractors = (c * direction[:, None] + math.sqrt(1.0 - c * c) * ortho).T
+    return _World(basis, cos_coef, sin_coef, direction, distractors)
 
 
 # ------------------------------------------------------------------------------------------------------- rendering
@@ -283,6 +316,8 @@ def _render(
     if isinstance(p, CTLikeParams):
         if float(p.noise_std) != 1.0:
             x *= np.float32(p.noise_std)
+        if isinstance(p, CTRegimeParams) and float(p.noise_ar) != 0.0:
+            _ar_along_slices(x, st.offsets[b0:b1] - r0, st.n_slices[b0:b1], float(p.noise_ar))
         if world is not None and world.basis.shape[1]:
             z = world.trajectory(st.position[r0:r1])
             z += np.repeat(st.scan_offset[b0:b1], st.n_slices[b0:b1], axis=0)
@@ -298,7 +333,23 @@ def _render(
             x[rows, : int(p.k)] += amp
         else:
             x[rows] += amp * world.direction.astype(np.float32)[None, :]
+    if world is not None and world.distractors is not None and st.distractor_weight is not None:
+        dw = st.distractor_weight[r0:r1]
+        rows = np.flatnonzero(dw.any(axis=1))
+        if rows.size:
+            x[rows] += dw[rows] @ world.distractors.astype(np.float32)
     return x
+
+
+def _ar_along_slices(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray, rho: float) -> None:
+    """Turn i.i.d. rows into a stationary AR(1) along each bag's slices, in place (per feature, same variance)."""
+    r, c = np.float32(rho), np.float32(math.sqrt(1.0 - rho * rho))
+    not_first = np.ones(x.shape[0], dtype=bool)
+    not_first[starts] = False
+    x[not_first] *= c
+    for j in range(1, int(lengths.max())):
+        rows = starts[lengths > j] + j
+        x[rows] += r * x[rows - 1]
 
 
 @dataclass
@@ -351,10 +402,11 @@ def generate_synthetic(kind: str, n_bags: int, seed: int = 0, **params: Any) -> 
     """Generate a synthetic data set in memory.
 
     Args:
-        kind: ``"shifted_mean"``, ``"ct_like"`` or ``"multi_lesion"``.
+        kind: ``"shifted_mean"``, ``"ct_like"``, ``"multi_lesion"`` or ``"ct_regime"``.
         n_bags: number of bags B.
         seed: sample seed (non-negative int); equal seeds give identical data.
-        **params: fields of :class:`ShiftedMeanParams` / :class:`CTLikeParams` / :class:`MultiLesionParams`.
+        **params: fields of :class:`ShiftedMeanParams` / :class:`CTLikeParams` / :class:`MultiLesionParams` /
+            :class:`CTRegimeParams` (for ``"ct_regime"``, ``region`` selects the preset the others override).
 
     Returns:
         :class:`SyntheticBags` with embeddings ``[T, D]`` float32, offsets/n_slices/labels ``[B]``, slice labels
@@ -381,4 +433,6 @@ def generate_synthetic(kind: str, n_bags: int, seed: int = 0, **params: Any) -> 
         block_starts=st.block_starts,
         block_lengths=st.block_lengths,
         lesion_direction=plan.lesion_direction(),
+        distractor_weight=st.distractor_weight,
+        distractor_directions=None if plan.world is None else plan.world.distractors,
     )

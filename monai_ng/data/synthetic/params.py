@@ -10,9 +10,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SYNTHETIC_KINDS", "CTLikeParams", "MultiLesionParams", "ShiftedMeanParams", "make_params"]
+__all__ = [
+    "REGION_PRESETS",
+    "SYNTHETIC_KINDS",
+    "CTLikeParams",
+    "CTRegimeParams",
+    "MultiLesionParams",
+    "ShiftedMeanParams",
+    "make_params",
+]
 
-SYNTHETIC_KINDS = ("shifted_mean", "ct_like", "multi_lesion")
+SYNTHETIC_KINDS = ("shifted_mean", "ct_like", "multi_lesion", "ct_regime")
 _PROFILES = ("cosine", "gaussian", "flat")
 _DIRECTIONS = ("random", "first_k")
 
@@ -210,10 +218,132 @@ class MultiLesionParams(CTLikeParams):
     centre_sd_frac: float = 0.25
 
 
+_REGIONS = ("head", "chest", "abdomen")
+
+#: per-region defaults of ``ct_regime`` (evidence and assumptions behind each value: docs/synthetic.md, section (d))
+REGION_PRESETS: dict[str, dict[str, Any]] = {
+    "head": {
+        "min_len": 24,
+        "max_len": 45,
+        "r": (3, 14),
+        "centre_sd_frac": 0.125,
+        "noise_ar": 0.8,
+        "distractor_positions": (0.12, 0.55, 0.93),
+        "distractor_widths": (0.25, 0.1, 0.12),
+    },
+    "chest": {
+        "min_len": 150,
+        "max_len": 342,
+        "r": (10, 60),
+        "centre_sd_frac": 0.05,
+        "noise_ar": 0.95,
+        "distractor_positions": (0.35, 0.55, 0.72),
+        "distractor_widths": (0.3, 0.15, 0.12),
+    },
+    "abdomen": {
+        "min_len": 200,
+        "max_len": 437,
+        "r": (8, 50),
+        "centre_sd_frac": 0.15,
+        "noise_ar": 0.95,
+        "distractor_positions": (0.1, 0.4, 0.65),
+        "distractor_widths": (0.15, 0.35, 0.2),
+    },
+}
+
+
+def _float_tuple(name: str, value: Any) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of numbers, got {value!r}")
+    out = tuple(float(v) for v in value)
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class CTRegimeParams(CTLikeParams):
+    """:class:`CTLikeParams` in the regime of real CT embeddings: correlated nuisance, anatomical distractors, and
+    scan lengths / lesion placement per body region.
+
+    The defaults are the ``"chest"`` preset; :meth:`for_region` (and :func:`make_params`) apply the preset of another
+    region from :data:`REGION_PRESETS` before the overrides. Constructing the class directly takes every value as given
+    (``region`` is then only a label).
+
+    Attributes:
+        region: ``"head"``, ``"chest"``, ``"abdomen"`` or None (custom); recorded in the store metadata.
+        noise_ar: AR(1) coefficient rho of the nuisance along the slices of a scan, per feature and stationary:
+            ``n_1 = noise_std * e_1``, ``n_j = rho n_{j-1} + sqrt(1 - rho^2) noise_std * e_j``; 0 gives the i.i.d. noise
+            of ``ct_like`` bit for bit.
+        centre_frac: mean of the lesion block centres as a fraction of the scan (``ct_like``: 0.5).
+        distractor_positions: relative positions ``u`` (0 = first slice, 1 = last) of the anatomical distractors present
+            in every scan; they move with the per-scan field-of-view shift like the anatomy.
+        distractor_widths: their extents as fractions of the scan (one per position); raised-cosine profile
+            ``cos^2(pi (u - c) / width)`` for ``|u - c| < width / 2``.
+        distractor_delta: peak distractor amplitude (before the per-scan factor).
+        distractor_cosine: cosine between each distractor direction and the lesion direction (in ``[0, 1)``); the rest
+            of each direction is a unit vector orthogonal to the lesion direction, the anatomy and the other distractors.
+        distractor_amp_sd: per scan and site, the amplitude is ``distractor_delta * exp(N(0, distractor_amp_sd^2))``.
+    """
+
+    min_len: int = 150
+    max_len: int = 342
+    r: int | tuple[int, int] = (10, 60)
+    centre_sd_frac: float = 0.05
+    region: str | None = "chest"
+    noise_ar: float = 0.95
+    centre_frac: float = 0.5
+    distractor_positions: tuple[float, ...] = (0.35, 0.55, 0.72)
+    distractor_widths: tuple[float, ...] = (0.3, 0.15, 0.12)
+    distractor_delta: float = 2.5
+    distractor_cosine: float = 0.6
+    distractor_amp_sd: float = 0.25
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.region is not None and self.region not in _REGIONS:
+            raise ValueError(f"region must be one of {_REGIONS} or None, got {self.region!r}")
+        rho = float(self.noise_ar)
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"noise_ar must lie in [0, 1), got {self.noise_ar}")
+        if not 0.0 <= float(self.centre_frac) <= 1.0:
+            raise ValueError(f"centre_frac must lie in [0, 1], got {self.centre_frac}")
+        pos = _float_tuple("distractor_positions", self.distractor_positions)
+        wid = _float_tuple("distractor_widths", self.distractor_widths)
+        if len(pos) != len(wid):
+            raise ValueError(f"distractor_positions ({len(pos)}) and distractor_widths ({len(wid)}) differ in length")
+        if any(w <= 0 for w in wid):
+            raise ValueError(f"distractor_widths must be > 0, got {wid}")
+        object.__setattr__(self, "distractor_positions", pos)
+        object.__setattr__(self, "distractor_widths", wid)
+        if not 0.0 <= float(self.distractor_cosine) < 1.0:
+            raise ValueError(f"distractor_cosine must lie in [0, 1), got {self.distractor_cosine}")
+        for name in ("distractor_delta", "distractor_amp_sd"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be finite and >= 0, got {value}")
+        if pos and self.direction != "random":
+            raise ValueError("distractors need direction='random' (their directions are built around the lesion's)")
+        if pos and int(self.anatomy_rank) + 1 + len(pos) > int(self.dim):
+            raise ValueError(
+                f"anatomy_rank ({self.anatomy_rank}) + 1 + {len(pos)} distractors must be <= dim ({self.dim})"
+            )
+
+    @classmethod
+    def for_region(cls, region: str | None = "chest", **overrides: Any) -> CTRegimeParams:
+        """The preset of ``region`` (:data:`REGION_PRESETS`; None: the class defaults) with ``overrides`` on top."""
+        if region is not None and region not in REGION_PRESETS:
+            raise ValueError(f"region must be one of {_REGIONS} or None, got {region!r}")
+        values = dict(REGION_PRESETS[region]) if region is not None else {}
+        values.update(overrides)
+        return cls(region=region, **values)
+
+
 _PARAM_CLASSES: dict[str, type] = {
     "shifted_mean": ShiftedMeanParams,
     "ct_like": CTLikeParams,
     "multi_lesion": MultiLesionParams,
+    "ct_regime": CTRegimeParams,
 }
 
 
@@ -222,7 +352,7 @@ def _params_dict(params: Any) -> dict[str, Any]:
     for f in dataclasses.fields(params):
         value = getattr(params, f.name)
         if isinstance(value, tuple):
-            value = [int(v) for v in value]
+            value = [float(v) if isinstance(v, (float, np.floating)) else int(v) for v in value]
         elif isinstance(value, np.generic):
             value = value.item()
         out[f.name] = value
@@ -231,6 +361,8 @@ def _params_dict(params: Any) -> dict[str, Any]:
 
 def make_params(kind: str, **params: Any) -> ShiftedMeanParams | CTLikeParams:
     """The parameter object of ``kind`` with ``params`` overriding its defaults.
+
+    For ``"ct_regime"`` the defaults are those of ``region`` (:data:`REGION_PRESETS`; ``"chest"`` when not given).
 
     Raises:
         ValueError: unknown kind, or a parameter that ``kind`` does not have (named), or an invalid value.
@@ -242,4 +374,6 @@ def make_params(kind: str, **params: Any) -> ShiftedMeanParams | CTLikeParams:
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"synthetic kind {kind!r} has no parameter(s) {unknown}; it takes {sorted(known)}")
+    if cls is CTRegimeParams:
+        return CTRegimeParams.for_region(params.pop("region", "chest"), **params)
     return cls(**params)
