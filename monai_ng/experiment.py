@@ -123,12 +123,23 @@ def default_methods(
         ceiling_scan_bce: train the ceiling on scan + slice BCE (this project's earlier ceiling) instead of the paper's
             slice BCE only.
     """
-    tm = _transmil_kwargs(transmil_dim, transmil_heads)
+    return _method_list(
+        _transmil_kwargs(transmil_dim, transmil_heads),
+        centre_sigma_1=True,
+        max_network="max_pool",
+        ceiling=_ceiling("instance ceiling", ceiling_kernel, ceiling_scan_bce),
+    )
+
+
+def _method_list(tm: dict[str, Any], centre_sigma_1: bool, max_network: str, ceiling: MethodSpec) -> list[MethodSpec]:
+    """The comparison's method list; :func:`default_methods` and :func:`legacy_methods` differ only in the arguments."""
+    centre = [MethodSpec("centre baseline", "centre_gaussian")]
+    if centre_sigma_1:
+        centre.append(MethodSpec("centre baseline (sigma=1)", "centre_gaussian", {"sigma": 1.0}))
     return [
-        MethodSpec("centre baseline", "centre_gaussian"),
-        MethodSpec("centre baseline (sigma=1)", "centre_gaussian", {"sigma": 1.0}),
+        *centre,
         MethodSpec("mean pool", "mean_pool"),
-        MethodSpec("max pool", "max_pool"),
+        MethodSpec("max pool", max_network),
         MethodSpec("ABMIL", "abmil"),
         MethodSpec("TransMIL", "transmil", tm),
         MethodSpec("SmAP", "smap"),
@@ -137,7 +148,7 @@ def default_methods(
         MethodSpec("ABMIL+NG (squared error)", "abmil", ng=True, divergence="squared_error"),
         MethodSpec("TransMIL+NG (single normal)", "transmil", tm, ng=True, ng_heads="mean"),
         MethodSpec("TransMIL+NG (multi-head)", "transmil", tm, ng=True, ng_heads="each"),
-        _ceiling("instance ceiling", ceiling_kernel, ceiling_scan_bce),
+        ceiling,
     ]
 
 
@@ -168,21 +179,12 @@ def legacy_methods(transmil_dim: int = 128, transmil_heads: int = 8) -> list[Met
     instance ceiling has kernel 5 and is trained on scan + slice BCE. With :meth:`ExperimentConfig.legacy` it gives
     the results of the earlier defaults (tested against values computed with the earlier code).
     """
-    tm = _transmil_kwargs(transmil_dim, transmil_heads)
-    return [
-        MethodSpec("centre baseline", "centre_gaussian"),
-        MethodSpec("mean pool", "mean_pool"),
-        MethodSpec("max pool", "max_score_pool"),
-        MethodSpec("ABMIL", "abmil"),
-        MethodSpec("TransMIL", "transmil", tm),
-        MethodSpec("SmAP", "smap"),
-        MethodSpec("ABMIL+NG (forward KL)", "abmil", ng=True, divergence="forward_kl"),
-        MethodSpec("ABMIL+NG (reverse KL)", "abmil", ng=True, divergence="reverse_kl"),
-        MethodSpec("ABMIL+NG (squared error)", "abmil", ng=True, divergence="squared_error"),
-        MethodSpec("TransMIL+NG (single normal)", "transmil", tm, ng=True, ng_heads="mean"),
-        MethodSpec("TransMIL+NG (multi-head)", "transmil", tm, ng=True, ng_heads="each"),
-        _ceiling("instance ceiling", 5, True),
-    ]
+    return _method_list(
+        _transmil_kwargs(transmil_dim, transmil_heads),
+        centre_sigma_1=False,
+        max_network="max_score_pool",
+        ceiling=_ceiling("instance ceiling", 5, True),
+    )
 
 
 DEFAULT_METHODS = default_methods()

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from ignite.engine import Engine
+from metrics.test_mil_metrics import ATT, LABELS, LENGTHS, LOGITS, SL
 
 from monai_ng.metrics import (
     LocalizationAUPRC,
@@ -19,12 +20,7 @@ from monai_ng.metrics import (
 )
 from monai_ng.networks import MILOutput
 
-# the four bags of test_mil_metrics.py; rank 0 gets bags 0-2 (two iterations), rank 1 bag 3
-ATT = [[0.1, 0.4, 0.3, 0.2], [0.2, 0.5, 0.3, 0.0], [0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]]
-SL = [[0, 1, 1, 0], [1, 0, 0, -1], [1, 1, -1, -1], [0, 0, 0, 0]]
-LENGTHS = [4, 3, 2, 4]
-LABELS = [1.0, 1.0, 1.0, 0.0]
-LOGITS = [2.0, 1.0, 0.5, 1.5]
+# the four hand-computed bags of test_mil_metrics.py; rank 0 gets bags 0-2 (two iterations), rank 1 bag 3
 SHARDS = {0: [slice(0, 2), slice(2, 3)], 1: [slice(3, 4)]}
 
 
