@@ -119,12 +119,14 @@ class BagDataset(Dataset):
         return bag_item(bag, index, emb, sl)
 
 
-def collate_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+def collate_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype | None = torch.float32) -> dict[str, Any]:
     """Pad a list of bag items to the longest bag.
 
     Args:
         items: items from :class:`BagDataset` (``embeddings`` ``[S_b, D]``, ``label``, ``slice_labels`` ``[S_b]``...).
-        dtype: floating dtype of the batched embeddings.
+        dtype: floating dtype of the batched embeddings; ``None`` keeps the items' own dtype when they share one
+            (float16 from a float16 store: a lossless batch of half the bytes, which the networks cast to their own
+            dtype; float32 when the items' dtypes differ).
 
     Returns:
         dict with ``embeddings`` ``[B, N, D]`` (zeros on padding), ``mask`` ``[B, N]`` bool, ``label`` ``[B]`` float32,
@@ -137,6 +139,9 @@ def collate_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype = torch.flo
     if len(dims) != 1:
         raise ValueError(f"bags in one batch have different embedding widths {sorted(dims)}")
     b, n, d = len(items), max(lengths), dims.pop()
+    if dtype is None:
+        dtypes = {it[BagKeys.EMBEDDINGS].dtype for it in items}
+        dtype = _common_dtype(dtypes)
     # The padded arrays are filled in NumPy: per-bag slice assignment of small CPU tensors goes through torch's
     # OpenMP-parallel copy kernels, which on a loaded 2-core machine cost ~2 ms per bag instead of ~0.1 ms.
     np_dtype = _NUMPY_DTYPES.get(dtype, np.float32)  # NumPy has no bfloat16: fill float32, cast once below
@@ -156,6 +161,16 @@ def collate_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype = torch.flo
         BagKeys.SCAN_ID: [it[BagKeys.SCAN_ID] for it in items],
         BagKeys.INDEX: torch.tensor([int(it[BagKeys.INDEX]) for it in items], dtype=torch.int64),
     }
+
+
+def _common_dtype(dtypes: set[Any]) -> torch.dtype:
+    """The torch dtype shared by all items' embeddings (tensor or NumPy dtypes), float32 when they differ."""
+    names = {str(t).replace("torch.", "") for t in dtypes}
+    if len(names) == 1:
+        found = getattr(torch, names.pop(), None)
+        if isinstance(found, torch.dtype) and found.is_floating_point:
+            return found
+    return torch.float32
 
 
 def _as_numpy(values: Any) -> np.ndarray:

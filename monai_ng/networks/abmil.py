@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from monai_ng.networks.bag_inputs import masked_softmax
+from monai_ng.networks.bag_inputs import masked_softmax, pack_valid_slices
 from monai_ng.networks.mil_network import MILNetwork, MILOutput
 
 __all__ = ["ABMIL"]
@@ -29,9 +29,20 @@ class ABMIL(MILNetwork):
         gated: use the gated attention of Ilse et al. (Eq. 10) instead of the plain tanh attention (Eq. 9).
         dropout: dropout probability on the attention hidden activations ``h_j`` (training only).
 
+    Attributes:
+        packed: (default True) run the per-slice layers on the packed valid slices ``[T, D]`` only (no work on
+            padding) and pool per bag with one matrix-vector product per bag; set False to run them on the padded
+            ``[B, N, D]`` batch (the earlier path, kept for comparison and tests). Both give the same outputs (to
+            float rounding) and draw the same dropout masks. An execution option, not an architecture argument, so it
+            is an attribute rather than a constructor argument (not in :attr:`build_arguments` or checkpoints).
+            Under ``torch.jit.trace`` (bundle ``ckpt_export``) the padded path is always used, as it traces to a
+            graph valid for any scan length.
+
     Shapes:
         ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool -> ``MILOutput(logits [B], attention [B, N, 1])``.
     """
+
+    packed: bool = True
 
     def __init__(self, in_features: int = 768, hidden: int = 128, gated: bool = False, dropout: float = 0.0) -> None:
         super().__init__(in_features, hidden=hidden, gated=gated, dropout=dropout)
@@ -45,18 +56,37 @@ class ABMIL(MILNetwork):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(in_features, 1)
 
-    def attention_scores(self, x: Tensor) -> Tensor:
-        """Unnormalised attention scores ``[B, N]`` for features ``x`` ``[B, N, D]`` (already cast and masked)."""
+    def attention_hidden(self, x: Tensor) -> Tensor:
+        """Attention hidden activations ``h`` ``[..., hidden]`` (before dropout) for features ``x`` ``[..., D]``."""
         h = torch.tanh(self.attention_v(x))
         if self.attention_u is not None:
             h = h * torch.sigmoid(self.attention_u(x))
-        return self.attention_w(self.dropout(h)).squeeze(-1)
+        return h
+
+    def attention_scores(self, x: Tensor) -> Tensor:
+        """Unnormalised attention scores ``[B, N]`` for features ``x`` ``[B, N, D]`` (already cast and masked)."""
+        return self.attention_w(self.dropout(self.attention_hidden(x))).squeeze(-1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Pool the slices of each bag (arguments and shapes: :meth:`MILNetwork.forward`)."""
-        x, mask = self.prepare(x, mask)
-        attention = masked_softmax(self.attention_scores(x), mask, dim=1)  # [B, N]
-        return self.attention_pool(attention, x)
+        if not self.packed or torch.jit.is_tracing() or torch.jit.is_scripting():
+            # The padded path is shape-generic when traced (TorchScript export); the packed one loops over bags.
+            x, mask = self.prepare(x, mask)
+            attention = masked_softmax(self.attention_scores(x), mask, dim=1)  # [B, N]
+            return self.attention_pool(attention, x)
+        x, mask = self.prepare(x, mask, zero_padding=False)
+        bags = pack_valid_slices(x, mask, self.classifier.weight.dtype)  # [T, D]
+        h = self.attention_hidden(bags.x)  # [T, hidden]
+        if self.training and self.dropout.p > 0:
+            # Draw the mask on the padded [B, N, hidden] shape, as the padded path does, so both consume the same
+            # random numbers and drop the same units of the valid slices.
+            keep = self.dropout(h.new_ones(x.shape[0] * x.shape[1], h.shape[-1]))
+            h = h * keep.index_select(0, bags.index)
+        scores = self.attention_w(h).squeeze(-1)  # [T]
+        attention = bags.scatter(scores, float("-inf")).softmax(dim=1)  # [B, N], exactly 0 on padding
+        pooled = bags.weighted_sum(bags.gather(attention))  # [B, D]
+        logits = self.classifier(pooled).squeeze(-1)
+        return MILOutput(logits=logits, attention=attention.unsqueeze(-1))
 
     def flops_per_bag(self, n_slices: int) -> int:
         """Forward FLOPs for one bag of ``n_slices`` slices, counting 2 per multiply-add.

@@ -7,10 +7,12 @@ same precise messages and never let padded values reach their outputs.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
 from torch import Tensor
 
-__all__ = ["prepare_bag", "masked_softmax", "masked_mean", "bag_lengths"]
+__all__ = ["prepare_bag", "masked_softmax", "masked_mean", "bag_lengths", "PackedBags", "pack_valid_slices"]
 
 
 def prepare_bag(
@@ -21,6 +23,7 @@ def prepare_bag(
     *,
     model: str,
     require_prefix: bool = False,
+    zero_padding: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Check a padded batch of bags, cast it to ``dtype`` and zero its padded slices.
 
@@ -32,6 +35,8 @@ def prepare_bag(
         model: name of the calling network, used in error messages.
         require_prefix: if True, each bag's valid slices must be one contiguous run starting at index 0 (padding only
             at the end), as needed by networks that use the slice order (convolutions, chain graphs, positions).
+        zero_padding: if False, ``x`` is returned as given (not cast, padding untouched), for callers that only
+            read the valid slices (:func:`pack_valid_slices`); the checks are the same.
 
     Returns:
         ``(x, mask)``: ``x`` ``[B, N, D]`` in ``dtype`` with padded slices set to exactly 0 (so that padding garbage,
@@ -77,8 +82,91 @@ def prepare_bag(
             f"{model}: the valid slices of bag(s) at batch index {gap_idx} are not a contiguous prefix; this network "
             "uses slice order, so padding must come only after a bag's last valid slice."
         )
+    if not zero_padding:
+        return x, mask
     x = torch.where(mask.unsqueeze(-1), x.to(dtype), 0.0)
     return x, mask
+
+
+class PackedBags(NamedTuple):
+    """The valid slices of a padded batch, packed in row-major order (bag by bag, slice order kept).
+
+    Attributes:
+        x: ``[T, D]`` valid slice features, ``T = mask.sum()``.
+        index: ``[T]`` int64 flat position ``b * N + j`` of each packed row in the padded ``[B, N]`` grid.
+        bag: ``[T]`` int64 bag index ``b`` of each packed row.
+        shape: ``(B, N)`` of the padded grid.
+        lengths: valid slices per bag (``B`` ints, summing to ``T``).
+    """
+
+    x: Tensor
+    index: Tensor
+    bag: Tensor
+    shape: tuple[int, int]
+    lengths: tuple[int, ...]
+
+    def scatter(self, values: Tensor, fill: float = 0.0) -> Tensor:
+        """Put per-row values ``[T]`` back on the padded grid ``[B, N]`` (``fill`` on padding); differentiable."""
+        b, n = self.shape
+        grid = values.new_full((b * n,), fill)
+        return grid.index_copy(0, self.index, values).view(b, n)
+
+    def gather(self, grid: Tensor) -> Tensor:
+        """Per-row values ``[T]`` of a padded grid ``[B, N]``; differentiable."""
+        return grid.reshape(-1).index_select(0, self.index)
+
+    def weighted_sum(self, weights: Tensor) -> Tensor:
+        """Per-bag weighted sum of the rows, ``[B, D]`` with ``out[b] = sum_{t in bag b} weights[t] * x[t]``.
+
+        One matrix-vector product per bag on its contiguous block of rows: one pass over ``x`` forward and one for
+        the gradient of ``weights`` (no ``[T, D]`` temporaries); differentiable in ``weights`` (and in ``x``).
+        """
+        return _WeightedSegmentSum.apply(weights, self.x, self.lengths)
+
+
+class _WeightedSegmentSum(torch.autograd.Function):
+    """``out[b] = w_b^T X_b`` over consecutive row blocks ``X_b`` of ``rows`` (block sizes ``lengths``)."""
+
+    @staticmethod
+    def forward(ctx: Any, weights: Tensor, rows: Tensor, lengths: tuple[int, ...]) -> Tensor:
+        ctx.save_for_backward(weights, rows)
+        ctx.lengths = lengths
+        return torch.stack([w @ r for w, r in zip(weights.split(lengths), rows.split(lengths), strict=True)])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        weights, rows = ctx.saved_tensors
+        grad_w = grad_rows = None
+        if ctx.needs_input_grad[0]:
+            grad_w = torch.cat([r @ g for r, g in zip(rows.split(ctx.lengths), grad, strict=True)])
+        if ctx.needs_input_grad[1]:
+            bag = torch.repeat_interleave(
+                torch.arange(len(ctx.lengths), device=grad.device), torch.tensor(ctx.lengths, device=grad.device)
+            )
+            grad_rows = weights.unsqueeze(-1) * grad.index_select(0, bag)
+        return grad_w, grad_rows, None
+
+
+def pack_valid_slices(x: Tensor, mask: Tensor, dtype: torch.dtype) -> PackedBags:
+    """Gather the valid slices of a checked batch (:func:`prepare_bag` with ``zero_padding=False``) once.
+
+    Padding is never read, so garbage (even non-finite) there cannot leak; only the ``T`` valid rows are cast to
+    ``dtype``.
+
+    Args:
+        x: ``[B, N, D]`` slice features.
+        mask: ``[B, N]`` bool, True = valid slice.
+        dtype: compute dtype of the packed rows.
+
+    Returns:
+        :class:`PackedBags` with ``x`` ``[T, D]``.
+    """
+    batch, length, width = x.shape
+    index = torch.nonzero(mask.reshape(-1)).squeeze(1)
+    rows = x.reshape(batch * length, width).index_select(0, index).to(dtype)
+    bag = torch.div(index, length, rounding_mode="floor")
+    lengths = tuple(mask.sum(dim=1).tolist())
+    return PackedBags(rows, index, bag, (batch, length), lengths)
 
 
 def masked_softmax(scores: Tensor, mask: Tensor, dim: int = 1) -> Tensor:

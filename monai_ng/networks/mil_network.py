@@ -121,12 +121,14 @@ class MILNetwork(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1), got {dropout}.")
 
-    def prepare(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    def prepare(self, x: Tensor, mask: Tensor | None, zero_padding: bool = True) -> tuple[Tensor, Tensor]:
         """Check a padded batch, cast ``x`` to the scan head's dtype and zero its padded slices.
 
         Args:
             x: ``[B, N, D]`` floating-point slice features.
             mask: ``[B, N]`` bool, True = valid slice; ``None`` = all valid.
+            zero_padding: False returns ``x`` uncast and untouched, for networks that only read the valid slices
+                (:func:`~monai_ng.networks.bag_inputs.pack_valid_slices`).
 
         Returns:
             ``(x [B, N, D], mask [B, N])``; see :func:`~monai_ng.networks.bag_inputs.prepare_bag` for the checks.
@@ -138,6 +140,7 @@ class MILNetwork(nn.Module):
             self.classifier.weight.dtype,
             model=type(self).__name__,
             require_prefix=self.uses_slice_order,
+            zero_padding=zero_padding,
         )
 
     def attention_pool(self, attention: Tensor, x: Tensor) -> MILOutput:

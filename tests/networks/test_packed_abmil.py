@@ -1,0 +1,138 @@
+"""ABMIL's packed path (per-slice layers on the ``[T, D]`` valid slices, segment pooling) against its padded path.
+
+The two must give the same logits, attention, gradients and dropout draws, with padding garbage never read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from monai_ng.data.bag_dataset import BagKeys, collate_bags
+from monai_ng.losses.mil_objective import MILObjective
+from monai_ng.networks import build_mil_network
+from monai_ng.networks.bag_inputs import pack_valid_slices
+
+D = 24
+LENGTHS = [7, 1, 13, 4, 13]
+
+
+def garbage_batch(seed: int = 0, lengths: list[int] = LENGTHS, scattered: bool = False):
+    """Padded bags with huge and non-finite garbage on the padding; ``scattered`` puts valid slices anywhere."""
+    gen = torch.Generator().manual_seed(seed)
+    n = max(lengths) + 2
+    mask = torch.zeros(len(lengths), n, dtype=torch.bool)
+    for b, length in enumerate(lengths):
+        cols = torch.randperm(n, generator=gen)[:length] if scattered else torch.arange(length)
+        mask[b, cols] = True
+    x = 1e4 * torch.randn(len(lengths), n, D, generator=gen)
+    x = torch.where(mask.unsqueeze(-1), torch.randn(len(lengths), n, D, generator=gen), x)
+    x[~mask] = torch.where(torch.arange(D) % 2 == 0, float("nan"), float("inf"))
+    return x, mask
+
+
+def pair(name: str, **kwargs):
+    torch.manual_seed(3)
+    new = build_mil_network(name, D, hidden=8, **kwargs)
+    old = build_mil_network(name, D, hidden=8, **kwargs)
+    old.packed = False
+    old.load_state_dict(new.state_dict())
+    return old, new
+
+
+@pytest.mark.parametrize("name", ["abmil", "abmil_gated"])
+@pytest.mark.parametrize("scattered", [False, True])
+def test_packed_equals_padded_outputs_and_gradients(name, scattered):
+    old, new = pair(name)
+    x, mask = garbage_batch(1, scattered=scattered)
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
+    grads = []
+    for net in (old, new):
+        net.train()
+        out = net(x, mask)
+        assert (out.attention[~mask] == 0).all()
+        assert torch.isfinite(out.logits).all()
+        loss = MILObjective(ng_weight=1.0)(out, {"label": labels, "mask": mask})
+        net.zero_grad()
+        loss.backward()
+        grads.append({k: p.grad.clone() for k, p in net.named_parameters()})
+    a, b = old(x, mask), new(x, mask)
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(b.attention, a.attention, atol=1e-6, rtol=0)
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["abmil", "abmil_gated"])
+def test_packed_draws_the_same_dropout_masks(name):
+    old, new = pair(name, dropout=0.4)
+    x, mask = garbage_batch(2)
+    old.train(), new.train()
+    torch.manual_seed(11)
+    a = old(x, mask)
+    torch.manual_seed(11)
+    b = new(x, mask)
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(b.attention, a.attention, atol=1e-6, rtol=0)
+
+
+def test_packed_gradient_of_the_features_equals_padded():
+    old, new = pair("abmil")
+    x, mask = garbage_batch(3)
+    x = torch.where(mask.unsqueeze(-1), x, 0.0)
+    grads = []
+    for net in (old, new):
+        xg = x.clone().requires_grad_(True)
+        net(xg, mask).logits.sum().backward()
+        grads.append(xg.grad)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    assert (grads[1][~mask] == 0).all()
+
+
+def test_packed_is_the_default_and_not_an_architecture_argument():
+    net = build_mil_network("abmil", D)
+    assert net.packed is True and "packed" not in net.build_arguments
+
+
+def test_pack_valid_slices_rows_order_and_weighted_sum():
+    x, mask = garbage_batch(4, scattered=True)
+    bags = pack_valid_slices(x, mask, torch.float64)
+    assert bags.x.dtype == torch.float64 and bags.x.shape == (int(mask.sum()), D)
+    assert list(bags.lengths) == mask.sum(dim=1).tolist()
+    torch.testing.assert_close(bags.x, x[mask].double())
+    w = torch.rand(bags.x.shape[0], dtype=torch.float64)
+    expected = torch.stack([(w[bags.bag == b, None] * bags.x[bags.bag == b]).sum(0) for b in range(len(LENGTHS))])
+    torch.testing.assert_close(bags.weighted_sum(w), expected)
+    grid = bags.scatter(w, -1.0)
+    assert (grid[~mask] == -1.0).all() and torch.equal(bags.gather(grid), w)
+
+
+def test_float16_batch_kept_by_collate_gives_the_same_outputs():
+    rng = np.random.default_rng(0)
+    items = [
+        {
+            BagKeys.EMBEDDINGS: torch.from_numpy(rng.standard_normal((n, D)).astype(np.float16)),
+            BagKeys.LABEL: n % 2,
+            BagKeys.SLICE_LABELS: torch.zeros(n, dtype=torch.int8),
+            BagKeys.SCAN_ID: f"s{n}",
+            BagKeys.INDEX: n,
+        }
+        for n in (3, 9, 5)
+    ]
+    full, half = collate_bags(items), collate_bags(items, dtype=None)
+    assert full[BagKeys.EMBEDDINGS].dtype == torch.float32 and half[BagKeys.EMBEDDINGS].dtype == torch.float16
+    assert torch.equal(half[BagKeys.EMBEDDINGS].float(), full[BagKeys.EMBEDDINGS])
+    assert (
+        collate_bags([{**items[0], BagKeys.EMBEDDINGS: items[0][BagKeys.EMBEDDINGS].float()}, items[1]], None)[
+            BagKeys.EMBEDDINGS
+        ].dtype
+        == torch.float32
+    )
+    for name in ("abmil", "abmil_gated"):
+        old, new = pair(name)
+        for net in (old, new):
+            net.eval()
+            a = net(full[BagKeys.EMBEDDINGS], full[BagKeys.MASK])
+            b = net(half[BagKeys.EMBEDDINGS], half[BagKeys.MASK])
+            assert torch.equal(a.logits, b.logits) and torch.equal(a.attention, b.attention)
