@@ -46,7 +46,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench_mil import BATCH, DIM, HEAD_BAGS, HEAD_SLICES, ensure_store  # noqa: E402
-from machine_info import machine_info  # noqa: E402
+from machine_info import machine_info, write_results  # noqa: E402
 from monai.bundle import ConfigWorkflow  # noqa: E402
 from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
 
@@ -197,14 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     results["ratios"] = [r["ratio"] for r in results["rounds"]]
     results["ratio_median"] = statistics.median(results["ratios"])
     results["iterations"] = results["rounds"][0]["bundle"]["iterations"]
-    results["machine"]["loadavg_end"] = os.getloadavg()
-    results["markdown"] = markdown(results)
-    print()
-    print(results["markdown"])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {out}")
+    write_results(results, markdown(results), args.out)
     return 0
 
 

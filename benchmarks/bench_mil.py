@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from machine_info import machine_info  # noqa: E402
+from machine_info import machine_info, write_results  # noqa: E402
 
 from monai_ng.data.bag_dataset import BagDataset, BagKeys, bag_item, collate_bags  # noqa: E402
 from monai_ng.data.embedding_store import EmbeddingStore, EmbeddingStoreWriter  # noqa: E402
@@ -652,15 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("train", "train_ng", "eval"):
             if f"{key}_gflops" in r:
                 r[f"{key}_roofline_fraction"] = r[f"{key}_gflops"] / roof
-    results["machine"]["loadavg_end"] = os.getloadavg()
-    table = markdown(results)
-    results["markdown"] = table
-    print()
-    print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {out}")
+    write_results(results, markdown(results), args.out)
     return 0
 
 

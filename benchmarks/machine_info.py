@@ -3,6 +3,7 @@ folder is on ``sys.path`` and they import it as ``machine_info``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["cpu_model", "machine_info"]
+__all__ = ["cpu_model", "machine_info", "write_results"]
 
 
 def cpu_model() -> str:
@@ -34,3 +35,15 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "loadavg_start": os.getloadavg(),
     }
+
+
+def write_results(results: dict[str, Any], table: str, out: str | Path) -> None:
+    """Finish a benchmark run: record the end load average and the markdown table, print it, write ``out`` (JSON)."""
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["markdown"] = table
+    print()
+    print(table)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {path}")

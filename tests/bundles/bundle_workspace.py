@@ -45,6 +45,9 @@ AVAILABLE = [name for name in BUNDLES if (BUNDLES_DIR / name / "configs" / "meta
 #: overrides that make every config fast: tiny random-init ViT on 32 x 32 slices, no workers, no progress bars
 FAST = {"encoder_name": "vit_tiny_patch16_224", "image_size": 32}
 
+#: the same for ``python -m monai.bundle run`` of inference.json on the command line (no AMP, no PNG)
+FAST_INFERENCE_ARGS = [t for k, v in {**FAST, "amp": "none", "write_png": False}.items() for t in (f"--{k}", str(v))]
+
 
 @dataclass
 class Workspace:

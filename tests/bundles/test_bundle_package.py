@@ -11,7 +11,7 @@ import subprocess
 import sys
 import zipfile
 
-from bundles.bundle_workspace import Workspace
+from bundles.bundle_workspace import FAST_INFERENCE_ARGS, Workspace
 
 from monai_ng.cli import main as cli_main
 
@@ -61,14 +61,7 @@ def test_package_unzip_and_infer(workspace: Workspace, tmp_path):
         str(ws.images),
         "--output_dir",
         str(out),
-        "--encoder_name",
-        "vit_tiny_patch16_224",
-        "--image_size",
-        "32",
-        "--amp",
-        "none",
-        "--write_png",
-        "False",
+        *FAST_INFERENCE_ARGS,
     ]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600, env={**os.environ})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

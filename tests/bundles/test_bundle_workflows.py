@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
-from bundles.bundle_workspace import SCHEMA, Workspace
+from bundles.bundle_workspace import FAST_INFERENCE_ARGS, SCHEMA, Workspace
 
 from monai_ng.data.embedding_store import EmbeddingStore
 from monai_ng.reporting import read_results_csv, read_scan_json
@@ -113,14 +113,7 @@ def test_inference_from_another_working_directory(workspace: Workspace, tmp_path
         str(ws.images),
         "--output_dir",
         str(out),
-        "--encoder_name",
-        "vit_tiny_patch16_224",
-        "--image_size",
-        "32",
-        "--amp",
-        "none",
-        "--write_png",
-        "False",
+        *FAST_INFERENCE_ARGS,
     ]
     env = {**os.environ, "PYTHONPATH": ""}
     proc = subprocess.run(cmd, cwd=elsewhere, capture_output=True, text=True, timeout=600, env=env)
