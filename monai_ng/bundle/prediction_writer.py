@@ -163,6 +163,8 @@ class PredictionWriter:
         z = z if z is not None and len(z) == n else None
         uids = meta.get("sop_instance_uids")
         uids_ok = uids is not None and len(uids) == n and all(_valid_uid(u) for u in uids)
+        classes = meta.get("sop_class_uids")
+        classes_ok = uids_ok and classes is not None and len(classes) == n and all(_valid_uid(c) for c in classes)
         scores = np.clip(attention, 0.0, None)
         slices = tuple(
             SliceScore(
@@ -170,6 +172,7 @@ class PredictionWriter:
                 score=float(scores[i]),
                 z_mm=None if z is None else float(z[i]),
                 sop_instance_uid=str(uids[i]) if uids_ok else None,
+                sop_class_uid=str(classes[i]) if classes_ok else None,
             )
             for i in range(n)
         )

@@ -66,7 +66,7 @@ class LoadSliceStackd(MapTransform):
         catch_errors: record a load failure in the item (``image=None``, ``error``) instead of raising.
 
     Output item: ``image`` float32 ``[S, C, H, W]`` in the loader's intensity range (slices inferior -> superior),
-    ``slice_meta`` ``{"z_mm", "sop_instance_uids", "files", "study_uid", "series_uid", "source"}`` and ``error``
+    ``slice_meta`` ``{"z_mm", "sop_instance_uids", "sop_class_uids", "files", "study_uid", "series_uid", "source"}`` and ``error``
     (None on success). ``seconds`` accumulates the wall-clock time spent loading (in this process).
     """
 
@@ -91,10 +91,12 @@ class LoadSliceStackd(MapTransform):
         meta = volume.meta
         n = int(stack.shape[0])
         uids = meta.get("slice_sop_uids")
+        classes = meta.get("slice_sop_class_uids")
         files = meta.get("slice_files")
         slice_meta = {
             "z_mm": slice_z_positions(volume),
             "sop_instance_uids": [str(u) for u in uids] if uids is not None and len(uids) == n else None,
+            "sop_class_uids": [str(c) for c in classes] if classes is not None and len(classes) == n else None,
             "files": [str(f) for f in files] if files is not None and len(files) == n else None,
             "study_uid": str(meta["study_uid"]) if meta.get("study_uid") else None,
             "series_uid": str(meta["series_uid"]) if meta.get("series_uid") else None,

@@ -21,7 +21,7 @@ permutations only, float32 HU bit for bit. ``affine`` maps voxel indices to RAS 
 DICOM LPS flipped in x and y as MONAI's readers do with ``affine_lps_to_ras=True``); ``original_affine`` is the
 affine of the stored order.
 
-Meta (per-slice lists in ``Z`` order): ``slice_sop_uids``, ``slice_files``, ``slice_positions`` (mm along the
+Meta (per-slice lists in ``Z`` order): ``slice_sop_uids``, ``slice_sop_class_uids``, ``slice_files``, ``slice_positions`` (mm along the
 slice normal), ``ich_wrap_fixed``; the geometry report (``geometry``, ``geometry_issues``), ``series_uid``,
 ``study_uid``, ``dropped_files``, ``skipped_files``, ``window_center`` / ``window_width`` (first value of
 multi-valued tags), ``photometric``, plus MONAI's ``affine``, ``original_affine``, ``spatial_shape``, ``space`` and
@@ -58,7 +58,7 @@ GEOMETRY_POLICIES = ("raise", "warn", "ignore")
 #: File name endings read as NIfTI.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: Meta keys holding one entry per slice (``Z`` order).
-PER_SLICE_KEYS = ("slice_sop_uids", "slice_files", "slice_positions", "ich_wrap_fixed")
+PER_SLICE_KEYS = ("slice_sop_uids", "slice_sop_class_uids", "slice_files", "slice_positions", "ich_wrap_fixed")
 #: Axis labels of MONAI's ``Orientation`` (negative, positive end of each RAS world axis).
 _LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
@@ -338,6 +338,7 @@ class CTSeriesReader(ImageReader):
             "series_uid": series.series_uid,
             "study_uid": first.study_instance_uid,
             "slice_sop_uids": [h.sop_instance_uid for h in ordered],
+            "slice_sop_class_uids": [h.sop_class_uid for h in ordered],
             "slice_files": [h.path for h in ordered],
             "slice_positions": list(geometry.positions),
             "dropped_files": [headers[i].path for i in geometry.dropped],
@@ -388,6 +389,7 @@ class CTSeriesReader(ImageReader):
             "series_uid": "",
             "study_uid": "",
             "slice_sop_uids": [""] * n_slices,
+            "slice_sop_class_uids": [""] * n_slices,
             "slice_files": [str(path)] * n_slices,
             "slice_positions": positions,
             "ich_wrap_fixed": [False] * n_slices,

@@ -86,6 +86,8 @@ class SliceHeader:
         number_of_frames: NumberOfFrames (1 when absent).
         gantry_tilt: GantryDetectorTilt in degrees (0 when absent).
         modality: Modality ("" if absent).
+        sop_class_uid: SOPClassUID, or the file meta's MediaStorageSOPClassUID when the dataset lacks it ("" if
+            both are absent).
     """
 
     path: str
@@ -111,6 +113,7 @@ class SliceHeader:
     number_of_frames: int = 1
     gantry_tilt: float = 0.0
     modality: str = ""
+    sop_class_uid: str = ""
 
     @property
     def normal(self) -> np.ndarray:
@@ -356,6 +359,9 @@ def _build_header(ds: pydicom.Dataset, path: str) -> SliceHeader:
         number_of_frames=frames,
         gantry_tilt=0.0 if tilt is None else tilt,
         modality=str(ds.get("Modality", "")),
+        sop_class_uid=str(
+            ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else "")
+        ),
     )
 
 

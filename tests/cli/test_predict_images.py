@@ -16,6 +16,7 @@ import pandas as pd
 import pydicom
 import pytest
 from predict_bundle import IDENTIFIERS, TINY, make_bundle, write_nifti_scan, write_series
+from pydicom.uid import CTImageStorage
 
 from monai_ng.bundle import PredictError, dicom_scan_id, predict
 from monai_ng.cli import main
@@ -85,6 +86,7 @@ def test_folder_of_studies_with_a_corrupt_series(data, tmp_path, capsys, caplog)
         z = [s.z_mm for s in result.slices]
         assert z == sorted(z) and len(set(z)) == len(z)  # inferior -> superior
         assert [s.sop_instance_uid for s in result.slices] == data["sops"][key]  # the input's, in z order
+        assert {s.sop_class_uid for s in result.slices} == {CTImageStorage}
         assert abs(sum(s.score for s in result.slices) - 1.0) < 1e-4
         assert (out / f"{scan_id}.png").stat().st_size > 1000
         kos = pydicom.dcmread(out / f"{scan_id}_kos.dcm")

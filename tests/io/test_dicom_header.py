@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from dicom_factory import ct_slice, save_slice
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from monai_ng.io.dicom_header import read_slice_header, slice_normal
 from monai_ng.io.header_scan import group_by_series, scan_headers
@@ -87,6 +87,7 @@ def test_read_slice_header_fields(tmp_path: Path) -> None:
     assert h.patient_id == "anon-1"
     assert h.gantry_tilt == 3.5
     assert h.pixel_representation == 1 and h.bits_stored == 16
+    assert h.sop_class_uid == CTImageStorage  # carried to the per-slice results (sop_class_uid in the JSON)
 
 
 def test_header_read_skips_pixel_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ Steps (each optional except the final stacking):
 5. Stack: ``[C, X, Y, Z]`` -> ``[Z, C, Y, X]`` = ``[N, C, H, W]`` with ``H`` along DICOM rows and ``W`` along
    columns (the orientation of ``pydicom``'s ``pixel_array``).
 
-Per-slice metadata (``slice_sop_uids``, ``slice_files``, ``slice_positions``, ``ich_wrap_fixed`` when present) is
+Per-slice metadata (``slice_sop_uids``, ``slice_sop_class_uids``, ``slice_files``, ``slice_positions``, ``ich_wrap_fixed`` when present) is
 carried in the output's ``meta``; after z-resampling, positions are the new slab centres, list-valued per-slice keys
 take the value of the source slice with the largest weight, and ``slice_source_indices`` /
 ``slice_source_weights`` record the full mapping.
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: List-valued meta keys (one entry per slice) that the stack keeps aligned with the slices.
-PER_SLICE_META_KEYS = ("slice_sop_uids", "slice_files", "ich_wrap_fixed")
+PER_SLICE_META_KEYS = ("slice_sop_uids", "slice_sop_class_uids", "slice_files", "ich_wrap_fixed")
 _PAD_VALUES = ("slice_min", "volume_min")
 #: Modes for which the slice-major resize calls ``torch.nn.functional.interpolate`` directly (no anti-aliasing).
 _DIRECT_MODES = ("bilinear", "nearest", "area")
