@@ -186,7 +186,10 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     data = out / "data"
     if not (data / "store.json").is_file():
         print(f"writing a synthetic {args.kind} store with {args.n_bags} scans to {data}")
-        write_synthetic_store(args.kind, data, n_bags=args.n_bags, seed=0, dim=args.dim, overwrite=True)
+        try:
+            write_synthetic_store(args.kind, data, n_bags=args.n_bags, seed=0, dim=args.dim, overwrite=True)
+        except ValueError as exc:  # invalid generator settings (e.g. --dim 0): a usage error, not a traceback
+            return _error(str(exc))
     return run_methods(data, out, methods, cfg)
 
 

@@ -113,3 +113,11 @@ def test_synthetic_demo_stays_available(tmp_path, capsys) -> None:
     assert main([*argv, "--methods", "ABMIL,ABMIL+NG (forward KL)"]) == 0
     assert (out / "data" / "store.json").is_file() and (out / "results.md").is_file()
     assert "ABMIL+NG (forward KL)" in capsys.readouterr().out
+
+
+def test_synthetic_demo_bad_generator_setting_is_a_usage_error(tmp_path, capsys) -> None:
+    out = tmp_path / "synthetic"
+    assert main(["demo", "--synthetic", "--out", str(out), "--dim", "0", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "monai-ng demo: error:" in err and "dim must be >= 1, got 0" in err
+    assert not (out / "results.md").exists()
