@@ -1,19 +1,24 @@
-"""ABMIL packed vs padded: training-step and eval speed, NG and collation shares (issue 12).
+"""ABMIL, SmAP and TransMIL packed vs padded: training-step and eval speed, NG and collation shares (issue 12).
 
 Measured in one process on the CPU, old and new interleaved (A B A B ...) so that load from other processes hits
 both alike; each ratio is the median of the per-round ratios. For each bag regime (768-d, 64 bags of U{20..60} and of
 U{100..300} slices, fp16 rows collated with :func:`monai_ng.data.collate_bags`) and each intra-op thread count:
 
-1. ABMIL and gated ABMIL, ``net.packed = False`` (per-slice layers on the padded ``[B, N, D]`` batch) against
-   ``net.packed = True`` (on the ``[T, D]`` valid slices, segment pooling): training step (forward + :class:`MILObjective`
-   with NG + backward + grad-norm clip 1.0 + SGD momentum) and eval (``inference_mode``); outputs checked equal.
+1. Each model (``--models``: ABMIL, gated ABMIL, SmAP, SmAP pooling smoothed features, TransMIL at 768-d with 8
+   heads), ``net.packed = False`` (per-slice layers on the padded ``[B, N, D]`` batch; TransMIL: masked attention on
+   the padded length) against ``net.packed = True`` (on the ``[T, D]`` valid slices, segment pooling; TransMIL: tokens
+   packed back to back, attention per bag on its exact length): training step (forward + :class:`MILObjective` with
+   NG + backward + grad-norm clip 1.0 + SGD momentum) and eval (``inference_mode``); outputs checked equal. The
+   training step's achieved FLOP rate (``3 x flops_per_bag`` over the valid slices) is divided by the rate of a 2048²
+   fp32 ``torch.mm`` timed in the same round (median over rounds): the fraction of the matmul rate.
 2. The NG term's share of a (packed) training step: step with NG vs the same step with ``ng_weight=0``.
 3. Collation's share: :func:`collate_bags` of the 64 bags against the (packed, NG) training step.
 
 Usage::
 
-    python3 benchmarks/bench_packed.py            # full run (~3 min on 2 cores), markdown table on stdout
+    python3 benchmarks/bench_packed.py            # full run (TransMIL on long bags dominates: ~30 min at 1 thread)
     python3 benchmarks/bench_packed.py --quick
+    python3 benchmarks/bench_packed.py --models transmil --threads 1
 """
 
 from __future__ import annotations
@@ -42,6 +47,14 @@ from monai_ng.networks import build_mil_network  # noqa: E402
 DIM = 768
 BATCH = 64
 REGIMES = {"20-60": (20, 60), "100-300": (100, 300)}
+#: benchmark name -> (registry name, constructor arguments)
+MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "abmil": ("abmil", {}),
+    "abmil_gated": ("abmil_gated", {}),
+    "smap": ("smap", {}),
+    "smap_pooled_smoothed": ("smap", {"pool_smoothed": True}),
+    "transmil": ("transmil", {}),
+}
 
 
 def bag_items(seed: int, low: int, high: int, batch: int = BATCH) -> list[dict[str, Any]]:
@@ -67,9 +80,9 @@ def bag_items(seed: int, low: int, high: int, batch: int = BATCH) -> list[dict[s
 class Stepper:
     """A network, objective and optimiser; ``train`` and ``eval`` on a fixed collated batch."""
 
-    def __init__(self, name: str, packed: bool, ng: bool, seed: int = 0) -> None:
+    def __init__(self, name: str, packed: bool, ng: bool, seed: int = 0, **kwargs: Any) -> None:
         torch.manual_seed(seed)
-        self.network = build_mil_network(name, DIM)
+        self.network = build_mil_network(name, DIM, **kwargs)
         self.network.packed = packed
         self.objective = MILObjective(ng_weight=1.0 if ng else 0.0)
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=1e-3, momentum=0.9)
@@ -107,9 +120,9 @@ def ratio(times: dict[str, list[float]], num: str, den: str) -> float:
     return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
 
 
-def check_equal(name: str, data: dict[str, Any]) -> float:
+def check_equal(name: str, data: dict[str, Any], **kwargs: Any) -> float:
     """Max |difference| of logits and attention, padded vs packed, same weights (eval)."""
-    old, new = build_mil_network(name, DIM), build_mil_network(name, DIM)
+    old, new = build_mil_network(name, DIM, **kwargs), build_mil_network(name, DIM, **kwargs)
     old.packed = False
     new.load_state_dict(old.state_dict())
     old.eval(), new.eval()
@@ -131,10 +144,33 @@ def callables(
         "train_new_no_ng": lambda: steppers["new_no_ng"].train(data),
         "eval_old": lambda: steppers["old"].eval(data),
         "eval_new": lambda: steppers["new"].eval(data),
-        "collate": lambda: collate_bags(items),
+        "collate": lambda: collate_bags(items, dtype=torch.float32),
         "collate_keep": lambda: collate_bags(items, dtype=None),
         "train_new_fp16": lambda: steppers["new"].train(data16),
+        "mm": MatmulProbe(),
     }
+
+
+class MatmulProbe:
+    """One fp32 ``torch.mm`` of 2048² matrices, timed in every round beside the models (same-moment matmul rate)."""
+
+    size = 2048
+
+    def __init__(self) -> None:
+        gen = torch.Generator().manual_seed(1)
+        self.a, self.b = (
+            torch.randn(self.size, self.size, generator=gen),
+            torch.randn(self.size, self.size, generator=gen),
+        )
+
+    def __call__(self) -> None:
+        torch.mm(self.a, self.b)
+
+
+def matmul_fraction(times: dict[str, list[float]], key: str, flops: float) -> float:
+    """Median over rounds of (``flops`` / time of ``key``) / (2048² ``torch.mm`` rate in the same round)."""
+    mm_flops = 2.0 * MatmulProbe.size**3
+    return statistics.median(flops / t / (mm_flops / m) for t, m in zip(times[key], times["mm"], strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,24 +179,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--regimes", default=",".join(REGIMES), help=f"comma-separated, of {', '.join(REGIMES)}")
     args = parser.parse_args(argv)
     rounds, steps = (2, 1) if args.quick else (args.rounds, args.steps)
     threads = [int(t) for t in args.threads.split(",")]
+    models = args.models.split(",")
+    unknown = sorted(set(models) - set(MODELS)) + sorted(set(args.regimes.split(",")) - set(REGIMES))
+    if unknown:
+        parser.error(f"unknown models/regimes {unknown}; models: {', '.join(MODELS)}; regimes: {', '.join(REGIMES)}")
     print(f"# load average before: {os.getloadavg()}  torch {torch.__version__}  cores {os.cpu_count()}")
     rows = []
-    for regime, (low, high) in REGIMES.items():
+    for regime in args.regimes.split(","):
+        low, high = REGIMES[regime]
         items = bag_items(0, low, high)
-        data = collate_bags(items)
+        data = collate_bags(items, dtype=torch.float32)
         data16 = collate_bags(items, dtype=None)  # the store's float16 kept; the network casts the valid rows
         n_mean = float(data[BagKeys.N_SLICES].float().mean())
         n_pad = int(data[BagKeys.MASK].shape[1])
-        for name in ("abmil", "abmil_gated"):
-            diff = check_equal(name, data)
+        for model in models:
+            name, kwargs = MODELS[model]
+            diff = check_equal(name, data, **kwargs)
             steppers = {
-                "old": Stepper(name, packed=False, ng=True),
-                "new": Stepper(name, packed=True, ng=True),
-                "new_no_ng": Stepper(name, packed=True, ng=False),
+                "old": Stepper(name, packed=False, ng=True, **kwargs),
+                "new": Stepper(name, packed=True, ng=True, **kwargs),
+                "new_no_ng": Stepper(name, packed=True, ng=False, **kwargs),
             }
+            train_flops = 3.0 * sum(steppers["new"].network.flops_per_bag(n) for n in data[BagKeys.N_SLICES].tolist())
             for t in threads:
                 torch.set_num_threads(t)
                 fns = callables(steppers, items, data, data16)
@@ -171,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                         "regime": regime,
                         "mean_n": n_mean,
                         "padded_n": n_pad,
-                        "model": name,
+                        "model": model,
                         "threads": t,
                         "max_diff": diff,
                         "train_old_ms": med["train_old"],
@@ -186,20 +231,24 @@ def main(argv: list[str] | None = None) -> int:
                         "collate_keep_ms": med["collate_keep"],
                         "train_new_fp16_ms": med["train_new_fp16"],
                         "collate_keep_share": ratio(times, "collate_keep", "train_new_fp16"),
+                        "train_old_mm_fraction": matmul_fraction(times, "train_old", train_flops),
+                        "train_new_mm_fraction": matmul_fraction(times, "train_new", train_flops),
                     }
                 )
                 print(rows[-1], flush=True)
     print(f"# load average after: {os.getloadavg()}")
     print(
         "| regime (mean / padded N) | model | threads | train old / new ms | train old/new | eval old / new ms "
-        "| eval old/new | NG share | collate ms (share) | fp16 batch: collate ms (share) | max |diff| |"
+        "| eval old/new | train: fraction of matmul rate, old / new | NG share | collate ms (share) "
+        "| fp16 batch: collate ms (share) | max |diff| |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['regime']} ({r['mean_n']:.0f} / {r['padded_n']}) | {r['model']} | {r['threads']} "
             f"| {r['train_old_ms']:.1f} / {r['train_new_ms']:.1f} | **{r['train_speedup']:.2f}x** "
             f"| {r['eval_old_ms']:.1f} / {r['eval_new_ms']:.1f} | **{r['eval_speedup']:.2f}x** "
+            f"| {100 * r['train_old_mm_fraction']:.0f} % / {100 * r['train_new_mm_fraction']:.0f} % "
             f"| {100 * r['ng_share']:.1f} % | {r['collate_ms']:.1f} ({100 * r['collate_share']:.1f} %) "
             f"| {r['collate_keep_ms']:.1f} ({100 * r['collate_keep_share']:.1f} %) | {r['max_diff']:.1e} |"
         )

@@ -7,8 +7,10 @@ residual without feed-forward, and a 1D pyramid position encoding generator (PPE
 default the tokens are the slice embeddings themselves (768-d, 8 heads of 96, no input projection, no final
 LayerNorm), as in the public code; ``hidden=...`` gives the projected variant (``Linear + ReLU``, final LayerNorm).
 
-Batched over padded bags with a key-padding mask; the localization map is the last layer's class-token query row
-over the slice keys, per head, renormalised over the valid slices (the class token's own share removed).
+Batched without work on padding: the tokens of all bags are packed back to back and attention runs per bag on its
+exact length (``packed``, default); the earlier path over padded bags with a key-padding mask is kept. The
+localization map is the last layer's class-token query row over the slice keys, per head, renormalised over the
+valid slices (the class token's own share removed).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from monai_ng.networks.bag_inputs import masked_softmax
+from monai_ng.networks.bag_inputs import PackedBags, masked_softmax, pack_valid_slices
 from monai_ng.networks.mil_network import MILNetwork, MILOutput
 
 __all__ = ["TransMIL", "SlicePPEG", "ClassTokenAttentionLayer"]
@@ -109,6 +111,60 @@ class ClassTokenAttentionLayer(nn.Module):
         out = torch.einsum("bhc,hdc->bhd", pooled, w_v.view(heads, head_dim, c)) + b_v.view(heads, head_dim)
         return tokens[:, 0] + self.dropout(self.proj(out.reshape(b, c))), row, scores
 
+    def forward_bags(self, tokens: Tensor, lengths: list[int]) -> Tensor:
+        """Update every token of bags packed back to back, attending within each bag only (no padding anywhere).
+
+        Args:
+            tokens: ``[T', C]``, the tokens of bag 0, then of bag 1, ... (class token first in each bag).
+            lengths: tokens per bag (``B`` ints summing to ``T'``).
+
+        Returns:
+            ``[T', C]``. Equals :meth:`forward` on the same bags padded (valid rows); exact attention is run per bag
+            on its own length (one fused ``scaled_dot_product_attention`` call per bag, no mask, no padded keys).
+        """
+        total, c = tokens.shape
+        qkv = self.qkv(self.norm(tokens)).view(total, 3, self.num_heads, self.head_dim)  # [T', 3, H, C/H]
+        outs = []
+        for block in qkv.split(lengths):  # each bag's q, k, v: strided [H, n, C/H] views, no copy
+            q, k, v = block.permute(1, 2, 0, 3).unbind(0)
+            # the fused CPU kernel returns [H, n, C/H] laid out as [n, H, C/H], so this reshape copies nothing
+            outs.append(F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(-1, c))
+        return tokens + self.dropout(self.proj(torch.cat(outs)))  # [T', C]
+
+    def class_token_forward_bags(
+        self, tokens: Tensor, class_rows: Tensor, lengths: list[int]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """:meth:`class_token_forward` on bags packed back to back (layout of :meth:`forward_bags`).
+
+        Args:
+            tokens: ``[T', C]`` packed tokens.
+            class_rows: ``[B]`` int64 row of each bag's class token in ``tokens``.
+            lengths: tokens per bag (``B`` ints summing to ``T'``).
+
+        Returns:
+            ``(class_token [B, C], scores)``: the updated class tokens and, per bag, the pre-softmax scores
+            ``[H, n_b]`` of the class-token query over the bag's tokens (class token first).
+        """
+        c = tokens.shape[1]
+        heads, head_dim = self.num_heads, self.head_dim
+        h = self.norm(tokens)  # [T', C]
+        w_q, w_k, w_v = self.qkv.weight.split(c)
+        b_q, b_k, b_v = self.qkv.bias.split(c)
+        q = F.linear(h.index_select(0, class_rows), w_q, b_q).view(-1, heads, head_dim)  # [B, H, C/H]
+        scale = head_dim**-0.5
+        q_in = torch.einsum("bhd,hdc->bhc", q, w_k.view(heads, head_dim, c)) * scale  # query pulled back through W_k
+        key_bias = (q * b_k.view(heads, head_dim)).sum(-1, keepdim=True) * scale  # [B, H, 1]
+        scores, pooled = [], []
+        for q_b, bias_b, h_b in zip(q_in, key_bias, h.split(lengths), strict=True):
+            s_b = torch.addmm(bias_b, q_b, h_b.T)  # [H, n_b]
+            scores.append(s_b)
+            pooled.append(s_b.softmax(dim=-1) @ h_b)  # [H, C]
+        out = torch.einsum("bhc,hdc->bhd", torch.stack(pooled), w_v.view(heads, head_dim, c)) + b_v.view(
+            heads, head_dim
+        )
+        class_token = tokens.index_select(0, class_rows) + self.dropout(self.proj(out.reshape(-1, c)))
+        return class_token, scores
+
 
 class SlicePPEG(nn.Module):
     """1D pyramid position encoding generator over slices: ``x + dwconv3(x) + dwconv5(x) + dwconv7(x)``.
@@ -149,6 +205,18 @@ class SlicePPEG(nn.Module):
         y = F.conv2d(image, weight.unsqueeze(2), bias, padding=(0, 3), groups=self.dim)
         return y.squeeze(2).transpose(1, 2).masked_fill(~keep, 0.0)
 
+    def forward_rows(self, rows: Tensor, bags: PackedBags) -> Tensor:
+        """Apply the PPEG to packed slice tokens ``[T, C]`` (no class tokens) laid out as ``bags``; returns ``[T, C]``.
+
+        The rows go onto the zero padded ``[B, N, C]`` grid (each bag then sees the zeros of its own "same" padding)
+        for one depthwise convolution, and the valid rows are read back.
+        """
+        batch, length = bags.shape
+        weight, bias = self.merged_kernel()
+        grid = rows.new_zeros(batch * length, self.dim).index_copy(0, bags.index, rows).view(batch, length, self.dim)
+        y = F.conv2d(grid.transpose(1, 2).unsqueeze(2), weight.unsqueeze(2), bias, padding=(0, 3), groups=self.dim)
+        return y.squeeze(2).transpose(1, 2).reshape(batch * length, self.dim).index_select(0, bags.index)
+
 
 class TransMIL(MILNetwork):
     """TransMIL over CT slices with exact attention, batched with a key-padding mask.
@@ -179,12 +247,22 @@ class TransMIL(MILNetwork):
         final_norm: ``LayerNorm`` on the class token before the classifier. ``None`` (default): only with an input
             projection (``hidden`` given), i.e. off for the paper's model and on for the projected variant.
 
+    Attributes:
+        packed: (default True) keep the tokens of all bags packed back to back (``[T + B, C]``): per-token layers on
+            the valid tokens, exact attention per bag on its own length (:meth:`ClassTokenAttentionLayer.forward_bags`,
+            one fused call per bag, no key mask), the PPEG on the padded grid, the last layer per bag
+            (:meth:`ClassTokenAttentionLayer.class_token_forward_bags`). False: the earlier path, attention over the
+            padded length with a key-padding mask (kept for comparison and tests). Same outputs and dropout draws (to
+            float rounding). An execution option, not an architecture argument (not in :attr:`build_arguments` or
+            checkpoints); under ``torch.jit.trace`` the padded path is always used.
+
     Shapes:
         ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool (valid slices first, padding at the end) ->
         ``MILOutput(logits [B], attention [B, N, H])``.
     """
 
     uses_slice_order = True
+    packed: bool = True
 
     def __init__(
         self,
@@ -231,6 +309,8 @@ class TransMIL(MILNetwork):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Classify each bag; the attention ``[B, N, H]`` is the last layer's per-head class-token attention over its
         slices (see :meth:`MILNetwork.forward`)."""
+        if self.packed and not (torch.jit.is_tracing() or torch.jit.is_scripting()):
+            return self.forward_packed(x, mask)
         x, mask = self.prepare(x, mask)
         batch, length, _ = x.shape
         if self.input_projection is None:
@@ -252,6 +332,40 @@ class TransMIL(MILNetwork):
             class_token = self.norm(class_token)
         logits = self.classifier(class_token).squeeze(-1)
         return MILOutput(logits=logits, attention=attention.transpose(1, 2))
+
+    def forward_packed(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
+        """:meth:`forward` with every token of every bag packed back to back (``[T + B, C]``): no work on padding.
+
+        Per-token layers run on the valid tokens, attention runs per bag on its exact length, the PPEG on the padded
+        grid (one depthwise convolution), the last layer per bag; only the output attention is put back on ``[B, N]``.
+        """
+        x, mask = self.prepare(x, mask, zero_padding=False)
+        bags = pack_valid_slices(x, mask, self.classifier.weight.dtype)  # [T, D]
+        batch, length = bags.shape
+        slices = bags.x
+        if self.input_projection is not None:
+            slices = self.input_dropout(torch.relu(self.input_projection(slices)))  # [T, C]
+        lengths = [n + 1 for n in bags.lengths]  # tokens per bag, class token first
+        class_token = self.class_token.view(1, self.hidden)
+        tokens = torch.cat([t for rows in slices.split(bags.lengths) for t in (class_token, rows)])  # [T + B, C]
+        starts = [0]
+        for n in lengths[:-1]:
+            starts.append(starts[-1] + n)
+        class_rows = torch.tensor(starts, device=tokens.device)
+        slice_rows = torch.arange(slices.shape[0], device=tokens.device) + bags.bag + 1  # row of each slice token
+        for index, layer in enumerate(self.layers[:-1]):
+            tokens = layer.forward_bags(tokens, lengths)
+            if index == 0 and self.ppeg is not None:
+                encoded = self.ppeg.forward_rows(tokens.index_select(0, slice_rows), bags)
+                tokens = tokens.index_copy(0, slice_rows, encoded)
+        class_token, scores = self.layers[-1].class_token_forward_bags(tokens, class_rows, lengths)
+        slice_scores = torch.cat([s[:, 1:] for s in scores], dim=1).T  # [T, H], the class token's own score removed
+        grid = slice_scores.new_full((batch * length, self.num_heads), float("-inf"))
+        attention = grid.index_copy(0, bags.index, slice_scores).view(batch, length, -1).softmax(dim=1)  # [B, N, H]
+        if self.norm is not None:
+            class_token = self.norm(class_token)
+        logits = self.classifier(class_token).squeeze(-1)
+        return MILOutput(logits=logits, attention=attention)
 
     def flops_per_bag(self, n_slices: int) -> int:
         """Forward FLOPs for one unpadded bag of ``n_slices`` slices, counting 2 per multiply-add.

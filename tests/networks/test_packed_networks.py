@@ -1,6 +1,8 @@
-"""ABMIL's packed path (per-slice layers on the ``[T, D]`` valid slices, segment pooling) against its padded path.
+"""Packed paths (no work on padding) against the padded paths of ABMIL, SmAP and TransMIL.
 
-The two must give the same logits, attention, gradients and dropout draws, with padding garbage never read.
+ABMIL and SmAP run their per-slice layers on the ``[T, D]`` valid slices and pool per bag; TransMIL keeps the tokens
+of every bag packed back to back and attends within each bag on its exact length. Each must give the same logits,
+attention, gradients and dropout draws as its padded path, with padding garbage (huge, NaN, inf) never read.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def garbage_batch(seed: int = 0, lengths: list[int] = LENGTHS, scattered: bool =
 
 def pair(name: str, **kwargs):
     torch.manual_seed(3)
-    new = build_mil_network(name, D, hidden=8, **kwargs)
-    old = build_mil_network(name, D, hidden=8, **kwargs)
+    kwargs = {"hidden": 8, **kwargs}
+    new = build_mil_network(name, D, **kwargs)
+    old = build_mil_network(name, D, **kwargs)
     old.packed = False
     old.load_state_dict(new.state_dict())
     return old, new
@@ -120,7 +123,7 @@ def test_float16_batch_kept_by_collate_gives_the_same_outputs():
         }
         for n in (3, 9, 5)
     ]
-    full, half = collate_bags(items), collate_bags(items, dtype=None)
+    full, half = collate_bags(items, dtype=torch.float32), collate_bags(items)
     assert full[BagKeys.EMBEDDINGS].dtype == torch.float32 and half[BagKeys.EMBEDDINGS].dtype == torch.float16
     assert torch.equal(half[BagKeys.EMBEDDINGS].float(), full[BagKeys.EMBEDDINGS])
     assert (
@@ -136,3 +139,98 @@ def test_float16_batch_kept_by_collate_gives_the_same_outputs():
             a = net(full[BagKeys.EMBEDDINGS], full[BagKeys.MASK])
             b = net(half[BagKeys.EMBEDDINGS], half[BagKeys.MASK])
             assert torch.equal(a.logits, b.logits) and torch.equal(a.attention, b.attention)
+
+
+# ---------------------------------------------------------------- SmAP and TransMIL (order-aware: prefix masks)
+
+ORDER_AWARE_CASES = [
+    ("smap", {}),
+    ("smap", {"smooth_at": "mid"}),
+    ("smap", {"smooth_at": "late"}),
+    ("smap", {"pool_smoothed": True}),
+    ("smap", {"adjacency": "row", "pool_smoothed": True}),
+    ("smap", {"adjacency": "row", "smooth_at": "mid", "spectral_norm": False}),
+    ("transmil", {"hidden": None, "num_heads": 4}),
+    ("transmil", {"hidden": 8, "num_heads": 2}),
+    ("transmil", {"hidden": None, "num_heads": 2, "num_layers": 3}),
+    ("transmil", {"hidden": None, "num_heads": 2, "num_layers": 1}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), ORDER_AWARE_CASES)
+def test_order_aware_packed_equals_padded_outputs_and_gradients(name, kwargs):
+    old, new = pair(name, **kwargs)
+    x, mask = garbage_batch(5)
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
+    grads, outs = [], []
+    for net in (old, new):
+        net.train()
+        out = net(x, mask)
+        assert (out.attention[~mask] == 0).all() and torch.isfinite(out.logits).all()
+        loss = MILObjective(ng_weight=1.0)(out, {"label": labels, "mask": mask})
+        net.zero_grad()
+        loss.backward()
+        grads.append({k: p.grad.clone() for k, p in net.named_parameters()})
+        net.eval()
+        outs.append(net(x, mask))
+    torch.testing.assert_close(outs[1].logits, outs[0].logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(outs[1].attention, outs[0].attention, atol=1e-6, rtol=0)
+    torch.testing.assert_close(outs[1].attention.sum(1), torch.ones_like(outs[1].attention[:, 0]))
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [ORDER_AWARE_CASES[0], ORDER_AWARE_CASES[4], ORDER_AWARE_CASES[6]])
+def test_order_aware_packed_gradient_of_the_features_equals_padded(name, kwargs):
+    old, new = pair(name, **kwargs)
+    x, mask = garbage_batch(6)
+    x = torch.where(mask.unsqueeze(-1), x, 0.0)
+    grads = []
+    for net in (old, new):
+        net.eval()
+        xg = x.clone().requires_grad_(True)
+        net(xg, mask).logits.sum().backward()
+        grads.append(xg.grad)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    assert (grads[1][~mask] == 0).all()
+
+
+def test_transmil_packed_draws_the_same_dropout_masks():
+    old, new = pair("transmil", hidden=8, num_heads=2, dropout=0.4)
+    x, mask = garbage_batch(7)
+    old.train(), new.train()
+    torch.manual_seed(12)
+    a = old(x, mask)
+    torch.manual_seed(12)
+    b = new(x, mask)
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(b.attention, a.attention, atol=1e-6, rtol=0)
+    torch.manual_seed(13)
+    assert not torch.allclose(new(x, mask).logits, b.logits)  # dropout is active, so the draws matter
+
+
+@pytest.mark.parametrize("name", ["smap", "transmil"])
+def test_each_bag_alone_equals_the_packed_batch(name):
+    torch.manual_seed(4)
+    net = build_mil_network(name, D, **({"num_heads": 2} if name == "transmil" else {})).eval()
+    x, mask = garbage_batch(8, lengths=[1, 9, 2, 6])
+    out = net(x, mask)
+    for b, n in enumerate(mask.sum(1).tolist()):
+        alone = net(x[b : b + 1, :n], None)
+        torch.testing.assert_close(out.logits[b], alone.logits[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(out.attention[b, :n], alone.attention[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("name", ["smap", "transmil"])
+def test_order_aware_packed_is_the_default_and_traces_the_padded_path(name):
+    torch.manual_seed(5)
+    net = build_mil_network(name, D, **({"num_heads": 2} if name == "transmil" else {})).eval()
+    assert net.packed is True and "packed" not in net.build_arguments
+    x, mask = garbage_batch(9, lengths=[3, 5])
+    x = torch.where(mask.unsqueeze(-1), x, 0.0)
+    traced = torch.jit.trace(net.with_tensor_output(), (x, mask), check_trace=False)
+    x2, mask2 = garbage_batch(10, lengths=[7, 2, 11])
+    x2 = torch.where(mask2.unsqueeze(-1), x2, 0.0)
+    # the traced graph is valid for another batch size and length: it holds no per-bag loop
+    torch.testing.assert_close(traced(x2, mask2), net(x2, mask2), atol=1e-6, rtol=0)
