@@ -49,6 +49,7 @@ __all__ = [
     "method_variants",
     "resolve_ng_weights",
     "run_experiment",
+    "slice_scores_path",
     "split_indices",
     "summarise",
 ]
@@ -74,6 +75,14 @@ class MethodSpec:
         selection_metric: validation metric that selects epochs and grid points. ``"scan_auroc"`` for every method
             trained on scan labels (the paper); the instance ceiling, trained on slice labels, is selected by
             ``"loc_auroc"``.
+        guide: which bags NG guides and toward what (``"all"``, the paper; ``"positive"``,
+            ``"positive_uniform_negative"``, ``"positive_centre_negative"``), see
+            :class:`monai_ng.losses.NormalGuidanceLoss`.
+        ng_reference: NG reference, ``"normal"`` (the paper) or ``"mixture"`` (a mixture of normals fitted by EM).
+        ng_components: mixture components of ``ng_reference="mixture"``.
+        ng_em_steps: EM steps of ``ng_reference="mixture"``.
+        head_diversity_weight: weight of the mean pairwise cosine similarity of the attention heads (0 = off), see
+            :class:`monai_ng.losses.MILObjective`.
     """
 
     name: str
@@ -86,6 +95,11 @@ class MethodSpec:
     selection_metric: str = "scan_auroc"
     scan_weight: float = 1.0
     ng_weight: float | None = None
+    guide: str = "all"
+    ng_reference: str = "normal"
+    ng_components: int = 2
+    ng_em_steps: int = 5
+    head_diversity_weight: float = 0.0
 
 
 def _transmil_kwargs(transmil_dim: int | None, transmil_heads: int) -> dict[str, Any]:
@@ -157,8 +171,14 @@ def method_variants(
 ) -> list[MethodSpec]:
     """Named alternatives to the paper's methods, selectable by name (``monai-ng experiment --methods``), not run by
     default: the per-slice-score max pooling, the projected TransMIL (``transmil_dim``-d tokens, final LayerNorm),
-    SmAP pooling the smoothed features (the public code's), and the scan + slice BCE ceiling."""
+    SmAP pooling the smoothed features (the public code's), the scan + slice BCE ceiling, and the steps past the paper
+    (``docs/method.md``, "Beyond the paper"), each to be compared with plain NG on the same splits: NG on SmAP; ABMIL+NG
+    guiding positive scans only, or negatives toward a uniform or centred reference; paper-width TransMIL with
+    multi-head NG toward a 2-normal mixture reference, or with a head-diversity term (weight 1: the mean pairwise
+    cosine similarity of the heads lies in [0, 1], the scale of the per-bag forward-KL NG penalty at lambda = 1; not
+    tuned); and ``torchmil``'s ABMIL and SmABMIL with NG (needs the optional ``torchmil`` package)."""
     tm = _transmil_kwargs(transmil_dim, transmil_heads)
+    paper_tm = _transmil_kwargs(None, transmil_heads)  # the past-the-paper TransMIL rows use the default TransMIL
     return [
         MethodSpec("max pool (slice scores)", "max_score_pool"),
         MethodSpec(f"TransMIL ({transmil_dim}-d projected)", "transmil", tm),
@@ -168,6 +188,30 @@ def method_variants(
         MethodSpec(f"TransMIL+NG ({transmil_dim}-d projected, multi-head)", "transmil", tm, ng=True, ng_heads="each"),
         MethodSpec("SmAP (pooled smoothed)", "smap", {"pool_smoothed": True}),
         _ceiling("instance ceiling (scan+slice BCE)", ceiling_kernel, True),
+        MethodSpec("SmAP+NG (forward KL)", "smap", ng=True, divergence="forward_kl"),
+        MethodSpec("ABMIL+NG (positives only)", "abmil", ng=True, guide="positive"),
+        MethodSpec("ABMIL+NG (uniform negatives)", "abmil", ng=True, guide="positive_uniform_negative"),
+        MethodSpec("ABMIL+NG (centre negatives)", "abmil", ng=True, guide="positive_centre_negative"),
+        MethodSpec(
+            "TransMIL+NG (mixture, K=2)",
+            "transmil",
+            paper_tm,
+            ng=True,
+            ng_heads="each",
+            ng_reference="mixture",
+            ng_components=2,
+            ng_em_steps=5,
+        ),
+        MethodSpec(
+            "TransMIL+NG (multi-head, diversity)",
+            "transmil",
+            paper_tm,
+            ng=True,
+            ng_heads="each",
+            head_diversity_weight=1.0,
+        ),
+        MethodSpec("torchmil ABMIL+NG", "torchmil", {"model": "ABMIL"}, ng=True),
+        MethodSpec("torchmil SmABMIL+NG", "torchmil", {"model": "SmABMIL"}, ng=True),
     ]
 
 
@@ -393,6 +437,11 @@ def run_experiment(
                     network=network if l1_weight > 0 else None,
                     instance_weight=method.instance_weight,
                     scan_weight=method.scan_weight,
+                    guide=method.guide,
+                    reference=method.ng_reference,
+                    components=method.ng_components,
+                    em_steps=method.ng_em_steps,
+                    head_diversity_weight=method.head_diversity_weight,
                 )
                 t0 = time.perf_counter()
                 result = train_mil(
@@ -439,7 +488,7 @@ def run_experiment(
                 metadata={"method": method.name},
             )
             metrics, _, slices = evaluate_mil(network, loaders["test"], cfg.device)
-            slices.to_csv(out / "slice_scores" / f"{_slug(method.name)}_split{split}.csv", index=False)
+            slices.to_csv(slice_scores_path(out, method.name, split), index=False)
             result_rows.append(
                 {
                     **{
@@ -481,6 +530,14 @@ def run_experiment(
 
 def _slug(name: str) -> str:
     return "".join(c if c.isascii() and c.isalnum() else "_" for c in name).strip("_").lower()
+
+
+def slice_scores_path(out_dir: str | Path, method: str, split: int) -> Path:
+    """Where :func:`run_experiment` writes the per-slice test attention of ``method``'s selected run on ``split``.
+
+    The CSV has one row per test slice: ``scan_id, slice, attention, slice_label`` (slices inferior -> superior).
+    """
+    return Path(out_dir) / "slice_scores" / f"{_slug(method)}_split{int(split)}.csv"
 
 
 def summarise(results: pd.DataFrame, order: Sequence[str] | None = None) -> str:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from monai_ng.losses.head_diversity import head_similarity
 from monai_ng.losses.normal_guidance import NormalGuidanceLoss
 from monai_ng.networks.mil_network import unpack_mil_output
 
@@ -20,7 +21,8 @@ __all__ = ["MILObjective"]
 
 
 class MILObjective(nn.Module):
-    """``scan_weight`` * scan BCE + ``ng_weight`` * NG + (``l1_weight`` / 2) * sum |theta| (+ optional slice BCE).
+    """``scan_weight`` * scan BCE + ``ng_weight`` * NG + (``l1_weight`` / 2) * sum |theta| (+ optional slice BCE and
+    head-similarity terms).
 
     Used as the ``loss_function`` of a MONAI ``SupervisedTrainer``: it is called as ``objective(pred, target)``
     where ``pred`` is the network's ``MILOutput`` and ``target`` the dict built by
@@ -42,8 +44,17 @@ class MILObjective(nn.Module):
         ng_heads: ``"each"`` guides every attention head toward its own normal (multi-head NG: several foci, like a
             Gaussian mixture); ``"mean"`` guides the head-averaged attention toward one normal (single-focus NG).
         eps: NG clamp.
+        reference: NG reference, ``"normal"`` (the paper) or ``"mixture"`` (beyond the paper), see
+            :class:`NormalGuidanceLoss`.
+        components: mixture components of ``reference="mixture"``.
+        em_steps: EM steps of ``reference="mixture"``.
+        head_diversity_weight: weight of the mean pairwise cosine similarity of the attention heads
+            (:func:`~monai_ng.losses.head_diversity.head_similarity`, mean over the bags of the batch; beyond the
+            paper, against the collapse of multi-head NG onto one focus). 0 (default) disables it; it is 0 for
+            one-head networks.
 
-    After each call ``last_terms`` holds the detached terms (``bce``, ``ng``, ``l1``, ``instance``, ``total``).
+    After each call ``last_terms`` holds the detached terms (``bce``, ``ng``, ``l1``, ``instance``,
+    ``head_similarity``, ``total``).
     """
 
     def __init__(
@@ -58,6 +69,10 @@ class MILObjective(nn.Module):
         ng_heads: str = "each",
         eps: float = 1e-6,
         scan_weight: float = 1.0,
+        reference: str = "normal",
+        components: int = 2,
+        em_steps: int = 5,
+        head_diversity_weight: float = 0.0,
     ) -> None:
         super().__init__()
         weights = (
@@ -65,6 +80,7 @@ class MILObjective(nn.Module):
             ("l1_weight", l1_weight),
             ("instance_weight", instance_weight),
             ("scan_weight", scan_weight),
+            ("head_diversity_weight", head_diversity_weight),
         )
         for name, value in weights:
             if value < 0:
@@ -78,7 +94,10 @@ class MILObjective(nn.Module):
         self.l1_weight = float(l1_weight)
         self.instance_weight = float(instance_weight)
         self.scan_weight = float(scan_weight)
-        self.ng = NormalGuidanceLoss(divergence=divergence, eps=eps, guide=guide)
+        self.head_diversity_weight = float(head_diversity_weight)
+        self.ng = NormalGuidanceLoss(
+            divergence=divergence, eps=eps, guide=guide, reference=reference, components=components, em_steps=em_steps
+        )
         # keep the network out of this module's children so it is not saved twice in checkpoints
         self._network = [network] if network is not None else []
         self.pos_weight = None if pos_weight is None else float(pos_weight)
@@ -101,6 +120,10 @@ class MILObjective(nn.Module):
             ng = self.ng(guided, mask, labels)
             total = _add(total, self.ng_weight * ng)
             terms["ng"] = ng.detach()
+        if self.head_diversity_weight > 0:
+            similarity = head_similarity(attention, mask).mean()
+            total = _add(total, self.head_diversity_weight * similarity)
+            terms["head_similarity"] = similarity.detach()
         if self.l1_weight > 0:
             l1 = sum(p.abs().sum() for p in self._network[0].parameters() if p.requires_grad)
             total = _add(total, 0.5 * self.l1_weight * l1)

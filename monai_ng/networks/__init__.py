@@ -18,6 +18,7 @@ from monai_ng.networks.mean_pool import MeanPoolMIL
 from monai_ng.networks.mil_network import MILNetwork, MILOutput, unpack_mil_output
 from monai_ng.networks.registry import MIL_NETWORKS, build_mil_network, mil_network_name
 from monai_ng.networks.smap import SmAPMIL, chain_adjacency_apply, chain_edge_weights, chain_smooth
+from monai_ng.networks.torchmil_adapter import TORCHMIL_MODELS, TorchMILAdapter, chain_adjacency_matrix
 from monai_ng.networks.transmil import ClassTokenAttentionLayer, SlicePPEG, TransMIL
 
 __all__ = [
@@ -40,6 +41,9 @@ __all__ = [
     "MaxScorePoolMIL",
     "InstanceCeiling",
     "CEILING_KERNELS",
+    "TorchMILAdapter",
+    "TORCHMIL_MODELS",
+    "chain_adjacency_matrix",
     "MIL_NETWORKS",
     "build_mil_network",
     "mil_network_name",

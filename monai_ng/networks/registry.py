@@ -13,6 +13,7 @@ from monai_ng.networks.max_score_pool import MaxScorePoolMIL
 from monai_ng.networks.mean_pool import MeanPoolMIL
 from monai_ng.networks.mil_network import MILNetwork
 from monai_ng.networks.smap import SmAPMIL
+from monai_ng.networks.torchmil_adapter import TorchMILAdapter
 from monai_ng.networks.transmil import TransMIL
 
 __all__ = ["MIL_NETWORKS", "build_mil_network", "mil_network_name"]
@@ -34,9 +35,11 @@ MIL_NETWORKS: dict[str, Callable[..., MILNetwork]] = {
     "max_pool": MaxPoolMIL,
     "instance_ceiling": InstanceCeiling,
     "max_score_pool": MaxScorePoolMIL,
+    "torchmil": TorchMILAdapter,
 }
 """Registered names and their constructors (each called as ``constructor(in_features, **kwargs)``); each name is
-also the name of the module that defines the network (``abmil_gated`` is ``abmil`` with ``gated=True``)."""
+also the name of the module that defines the network (``abmil_gated`` is ``abmil`` with ``gated=True``; ``torchmil``, a
+model of the optional ``torchmil`` library, is defined in ``torchmil_adapter``)."""
 
 
 def build_mil_network(name: str, in_features: int, **kwargs: Any) -> MILNetwork:
@@ -44,7 +47,8 @@ def build_mil_network(name: str, in_features: int, **kwargs: Any) -> MILNetwork:
 
     Args:
         name: one of ``abmil``, ``abmil_gated``, ``transmil``, ``smap``, ``centre_gaussian``, ``mean_pool``,
-            ``max_pool``, ``instance_ceiling``, ``max_score_pool``.
+            ``max_pool``, ``instance_ceiling``, ``max_score_pool``, ``torchmil`` (needs the optional ``torchmil``
+            package; ``model="ABMIL"``, ``model_kwargs={...}``).
         in_features: slice feature width ``D`` (768 for ViT-B/16 CLS embeddings).
         **kwargs: keyword arguments of the chosen class (e.g. ``hidden=128``, ``num_heads=8``, ``kernel_size=35``).
 

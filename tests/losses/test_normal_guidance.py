@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.nn.modules.loss import _Loss
 
-from monai_ng.losses import MILObjective, NormalGuidanceLoss, normal_reference
+from monai_ng.losses import MILObjective, NormalGuidanceLoss, centre_reference, normal_reference
+from monai_ng.networks import CentreGaussianMIL
 
 # attention [0.2, 0.5, 0.3] on slices j = 1, 2, 3:
 # mu = 0.2 + 1.0 + 0.9 = 2.1; E[j^2] = 0.2 + 2.0 + 2.7 = 4.9; var = 4.9 - 2.1^2 = 0.49 (sigma = 0.7)
@@ -215,3 +216,48 @@ def test_ceiling_objective_slice_bce_only_by_scan_weight():
     assert zero((logits, att), target).item() == 0.0
     with pytest.raises(ValueError, match="scan_weight must be >= 0"):
         MILObjective(scan_weight=-1.0)
+
+
+def test_centre_reference_for_negative_bags():
+    both, labels, l1, _ = _two_bags()
+    # S = 3: c = (S + 1) / 2 = 2, sigma = S / 4 = 0.75 -> r ~ [exp(-1 / 1.125), 1, exp(-1 / 1.125)]
+    w = math.exp(-1 / 1.125)
+    r = [w / (1 + 2 * w), 1 / (1 + 2 * w), w / (1 + 2 * w)]
+    centre = sum((ri - ai) ** 2 for ri, ai in zip(r, [0.6, 0.1, 0.3], strict=True))
+    loss = NormalGuidanceLoss("squared_error", guide="positive_centre_negative", reduction="none")
+    got = loss(both, labels=labels)
+    torch.testing.assert_close(got, torch.tensor([l1, centre], dtype=torch.float64), rtol=0, atol=1e-14)
+    ref = loss.reference_of(both, labels=labels)
+    torch.testing.assert_close(ref[1, :, 0], torch.tensor(r, dtype=torch.float64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(ref[0, :, 0], torch.tensor(R3, dtype=torch.float64), rtol=0, atol=1e-12)  # positive
+    with pytest.raises(ValueError, match="needs the bag labels"):
+        loss(both)
+
+
+def test_centre_reference_is_the_centre_baselines_attention():
+    mask = torch.arange(9)[None, :] < torch.tensor([9, 4, 1, 6])[:, None]
+    net = CentreGaussianMIL(in_features=2).double()
+    expected = net(torch.randn(4, 9, 2, dtype=torch.float64), mask).attention
+    torch.testing.assert_close(centre_reference(mask, torch.float64), expected, rtol=0, atol=1e-15)
+    # multi-head attention: every head of a negative bag gets the same centred reference; a positive keeps its own
+    att = torch.softmax(torch.randn(4, 9, 3, dtype=torch.float64).masked_fill(~mask.unsqueeze(-1), -1e30), dim=1)
+    labels = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    ref = NormalGuidanceLoss(guide="positive_centre_negative").reference_of(att, mask, labels)
+    torch.testing.assert_close(ref[[0, 2, 3]], expected[[0, 2, 3]].expand(-1, -1, 3), rtol=0, atol=1e-15)
+    torch.testing.assert_close(ref[1], normal_reference(att, mask)[1], rtol=0, atol=0)
+
+
+def test_objective_passes_the_options_to_the_loss():
+    g = torch.Generator().manual_seed(3)
+    mask = torch.tensor([[True] * 8, [True] * 5 + [False] * 3])
+    att = torch.softmax(torch.randn(2, 8, 2, generator=g).masked_fill(~mask.unsqueeze(-1), -1e30), dim=1)
+    target = {"label": torch.tensor([1.0, 0.0]), "mask": mask}
+    logits = torch.zeros(2)
+    bce = math.log(2.0)
+    for kwargs in (
+        {"guide": "positive_centre_negative"},
+        {"guide": "positive", "reference": "mixture", "components": 3, "em_steps": 2},
+    ):
+        ng = NormalGuidanceLoss("forward_kl", **kwargs)(att, mask, target["label"])
+        total = MILObjective(ng_weight=2.0, **kwargs)((logits, att), target)
+        assert total.item() == pytest.approx(bce + 2.0 * ng.item(), rel=1e-6)

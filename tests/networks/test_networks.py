@@ -78,6 +78,7 @@ def test_factory_covers_all_names_and_lists_them_on_error():
         "max_pool",
         "instance_ceiling",
         "max_score_pool",
+        "torchmil",
     }
     with pytest.raises(ValueError, match=r"unknown network 'abmill'; valid names: abmil, abmil_gated, transmil"):
         build_mil_network("abmill", D)
@@ -411,7 +412,9 @@ def test_transmil_full_layer_matches_explicit_attention():
 
 def _explicit_sdpa(q, k, v, attn_mask=None, **_):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    return scores.masked_fill(~attn_mask, float("-inf")).softmax(-1) @ v
+    if attn_mask is not None:  # the packed path attends each bag at its exact length, without a mask
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return scores.softmax(-1) @ v
 
 
 @pytest.mark.parametrize("hidden", [8, None])
