@@ -116,7 +116,7 @@ def synthetic_batch(seed: int, batch: int = BATCH, low: int = 25, high: int = 45
                 BagKeys.INDEX: i,
             }
         )
-    return collate_bags(items)
+    return collate_bags(items, dtype=torch.float32)  # the model table times the networks on float32 input
 
 
 def split_batch(data: dict[str, Any]) -> list[dict[str, Any]]:

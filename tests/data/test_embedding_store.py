@@ -186,8 +186,10 @@ def test_bad_arrays(flat):
 def test_collate_pads_and_masks(flat):
     ds = BagDataset(flat[0], indices=[2, 0])
     assert len(ds) == 2 and ds.labels.tolist() == [1, 1] and ds.n_slices.tolist() == [2, 3]
-    batch = collate_bags([ds[0], ds[1]])
+    batch = collate_bags([ds[0], ds[1]], dtype=torch.float32)
     assert batch["embeddings"].shape == (2, 3, 4) and batch["embeddings"].dtype == torch.float32
+    kept = collate_bags([ds[0], ds[1]])  # default: the float16 store's dtype is kept, values unchanged
+    assert kept["embeddings"].dtype == torch.float16 and torch.equal(kept["embeddings"].float(), batch["embeddings"])
     assert batch["mask"].tolist() == [[True, True, False], [True, True, True]]
     assert batch["slice_labels"].tolist() == [[-1, 1, -1], [0, 1, 0]]
     assert batch["scan_id"] == ["s3", "s1"] and batch["index"].tolist() == [2, 0]
@@ -216,6 +218,6 @@ def test_all_finite_exponent_bits(dtype):
 def test_collate_bfloat16(flat):
     ds = BagDataset(flat[0])
     b16 = collate_bags([ds[0], ds[2]], dtype=torch.bfloat16)
-    f32 = collate_bags([ds[0], ds[2]])
+    f32 = collate_bags([ds[0], ds[2]], dtype=torch.float32)
     assert b16["embeddings"].dtype == torch.bfloat16
     torch.testing.assert_close(b16["embeddings"].float(), f32["embeddings"].to(torch.bfloat16).float())
