@@ -136,14 +136,19 @@ class _WeightedSegmentSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         weights, rows = ctx.saved_tensors
+        # Under autocast the forward product ran in the autocast dtype (e.g. bfloat16) while the saved inputs kept
+        # theirs; backward runs outside autocast, so bring the incoming gradient to the inputs' dtype, and return each
+        # input's gradient in that input's dtype (as autograd requires).
+        grad = grad.to(torch.promote_types(weights.dtype, rows.dtype))
         grad_w = grad_rows = None
         if ctx.needs_input_grad[0]:
-            grad_w = torch.cat([r @ g for r, g in zip(rows.split(ctx.lengths), grad, strict=True)])
+            grad_w = torch.cat([r.to(grad.dtype) @ g for r, g in zip(rows.split(ctx.lengths), grad, strict=True)])
+            grad_w = grad_w.to(weights.dtype)
         if ctx.needs_input_grad[1]:
             bag = torch.repeat_interleave(
                 torch.arange(len(ctx.lengths), device=grad.device), torch.tensor(ctx.lengths, device=grad.device)
             )
-            grad_rows = weights.unsqueeze(-1) * grad.index_select(0, bag)
+            grad_rows = (weights.to(grad.dtype).unsqueeze(-1) * grad.index_select(0, bag)).to(rows.dtype)
         return grad_w, grad_rows, None
 
 

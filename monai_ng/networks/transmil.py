@@ -78,7 +78,7 @@ class ClassTokenAttentionLayer(nn.Module):
         q, k, v = qkv.unbind(0)  # each [B, H, L, C/H]; padded keys are zeros and masked out
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
         out = out.transpose(1, 2).reshape(b * length, c).index_select(0, rows)  # [T, C]
-        return flat.index_add(0, rows, self.dropout(self.proj(out))).view(b, length, c)
+        return flat.index_add(0, rows, self.dropout(self.proj(out)).to(flat.dtype)).view(b, length, c)  # autocast
 
     def class_token_forward(self, tokens: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Update only the class token (index 0) and return its attention row, explicitly.
