@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo demo-synthetic test lint
+.PHONY: setup demo demo-synthetic test lint results results-quick
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,16 @@ demo: $(STAMP)
 # The synthetic-embedding experiment (no images, no encoder).
 demo-synthetic: $(STAMP)
 	$(VENV)/bin/monai-ng demo --synthetic --out outputs/demo-synthetic
+
+# Regenerate docs/results.md and docs/figures/ (benchmarks/results.py, main tables + the variants past the paper;
+# about an hour on 2 cores, resumable in OUT).
+RESULTS_OUT ?= outputs/results
+results: $(STAMP)
+	$(VPY) benchmarks/results.py --out $(RESULTS_OUT) --profile full --beyond --write-docs
+
+# The same pipeline at smoke-test sizes, into outputs/results-quick (docs untouched).
+results-quick: $(STAMP)
+	$(VPY) benchmarks/results.py --out outputs/results-quick --profile quick
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HU_MAX", "HU_MIN", "REGIONS", "PhantomVolume", "make_phantom_volume"]
+__all__ = ["HU_MAX", "HU_MIN", "REGIONS", "PhantomVolume", "head_skull_ellipse", "make_phantom_volume"]
 
 REGIONS = ("head", "chest", "abdomen")
 HU_MIN = -1000
@@ -81,11 +81,22 @@ def _lesion_block(n_slices: int, rng: np.random.Generator) -> tuple[int, int]:
     return start, start + length
 
 
+def head_skull_ellipse(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The head phantom's outer skull ellipse at relative heights ``z`` (0 = inferior, 1 = superior).
+
+    In-plane coordinates run over ``[-1, 1]`` across the field of view (pixel centres at ``(i + 0.5) / size * 2 - 1``);
+    the skull narrows toward the vertex. The brain is the ellipse with both semi-axes 0.1 smaller.
+
+    Returns:
+        ``(cy, ry, rx)``: centre row and semi-axes, each shaped like ``z``.
+    """
+    z = np.asarray(z, dtype=np.float32)
+    scale = 0.55 + 0.4 * np.sqrt(np.clip(1.0 - ((z - 0.3) / 1.0) ** 2, 0.0, 1.0))
+    return -0.05 + 0.05 * z, 0.9 * scale, 0.75 * scale
+
+
 def _head(zz, yy, xx, rng) -> tuple[np.ndarray, dict]:
-    # Skull narrows toward the vertex: semi-axes shrink with z (0 = inferior, 1 = superior).
-    scale = 0.55 + 0.4 * np.sqrt(np.clip(1.0 - ((zz - 0.3) / 1.0) ** 2, 0.0, 1.0))
-    ry, rx = 0.9 * scale, 0.75 * scale
-    cy = -0.05 + 0.05 * zz
+    cy, ry, rx = head_skull_ellipse(zz)
     outer = _ellipse(yy, xx, cy, 0.0, ry, rx)
     inner = _ellipse(yy, xx, cy, 0.0, ry - 0.1, rx - 0.1)
     hu = np.full(np.broadcast_shapes(zz.shape, yy.shape, xx.shape), -1000.0, dtype=np.float32)
