@@ -329,7 +329,9 @@ def check_store_for_experiment(store: EmbeddingStore, seeds: Sequence[int]) -> d
 
     Raises:
         ValueError: naming the store: fewer than 3 patients (no patient-level train / val / test split exists), an
-            empty patient id, or scans of one class only (AUROC / AUPRC are undefined); or a split that fails.
+            empty patient id, or scans of one class only (AUROC / AUPRC are undefined); or a split that fails, or
+            whose validation or test part holds scans of one class only (the epoch selection or the reported scan
+            AUROC would be undefined).
     """
     patients = store.patient_ids
     if any(not str(p).strip() for p in patients):
@@ -351,6 +353,14 @@ def check_store_for_experiment(store: EmbeddingStore, seeds: Sequence[int]) -> d
             parts[int(seed)] = split_indices(store, int(seed))
         except ValueError as exc:
             raise ValueError(f"{store.path}: cannot split the patients with seed {seed}: {exc}") from exc
+        for part in ("val", "test"):
+            labels = sorted({int(v) for v in store.labels[parts[int(seed)][part]].tolist()})
+            if labels != [0, 1]:
+                n = len(parts[int(seed)][part])
+                raise ValueError(
+                    f"{store.path}: the split with seed {seed} has {n} {part} scan(s), all with label {labels}; "
+                    "scan AUROC is undefined on one class: the store needs more patients of both labels"
+                )
     return parts
 
 

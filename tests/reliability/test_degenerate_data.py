@@ -36,6 +36,8 @@ def _store(path: Path, patients: list[str], labels: list[int]) -> Path:
     [
         (["a", "a", "b", "b"], [0, 1, 0, 1], "2 patient"),
         (["a", "b", "c", "d", "e", "f"], [0] * 6, r"every scan has label \[0\]"),
+        # 4 patients, 2 per class: the test part is one patient, so one class only
+        (["a", "b", "c", "d"], [0, 1, 0, 1], r"the split with seed 1001 has 1 (val|test) scan\(s\), all with label"),
     ],
 )
 def test_experiment_refuses_unusable_stores_before_writing(tmp_path, patients, labels, reason, capsys) -> None:
