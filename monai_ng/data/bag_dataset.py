@@ -147,11 +147,14 @@ def collate_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype | None = No
         dtype = _common_dtype(dtypes)
     # The padded arrays are filled in NumPy: per-bag slice assignment of small CPU tensors goes through torch's
     # OpenMP-parallel copy kernels, which on a loaded 2-core machine cost ~2 ms per bag instead of ~0.1 ms.
+    # np.empty + zeroing each bag's padding tail writes every byte once; np.zeros would first fault in and zero the
+    # whole (freshly mapped) buffer and then overwrite the valid rows: 1.7-1.8x slower on 64 x 768-d bags.
     np_dtype = _NUMPY_DTYPES.get(dtype, np.float32)  # NumPy has no bfloat16: fill float32, cast once below
-    emb_np = np.zeros((b, n, d), dtype=np_dtype)
+    emb_np = np.empty((b, n, d), dtype=np_dtype)
     sl_np = np.full((b, n), -1, dtype=np.int8)
     for k, (it, s) in enumerate(zip(items, lengths, strict=True)):
         emb_np[k, :s] = _as_numpy(it[BagKeys.EMBEDDINGS])
+        emb_np[k, s:] = 0
         sl_np[k, :s] = _as_numpy(it[BagKeys.SLICE_LABELS])
     emb, sl = torch.from_numpy(emb_np).to(dtype), torch.from_numpy(sl_np)
     mask = torch.from_numpy(np.arange(n)[None, :] < np.asarray(lengths)[:, None])

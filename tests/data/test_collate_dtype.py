@@ -47,3 +47,24 @@ def test_float16_batch_gives_bit_identical_outputs(name: str) -> None:
         b = net(full[BagKeys.EMBEDDINGS], full[BagKeys.MASK])
     assert a.logits.dtype == torch.float32
     assert torch.equal(a.logits, b.logits) and torch.equal(a.attention, b.attention)
+
+
+def test_padding_is_exactly_zero_even_in_reused_memory() -> None:
+    # the padded buffer is allocated uninitialised; freed batches full of non-zero values make its memory dirty
+    rng = np.random.default_rng(5)
+    for trial in range(20):
+        lengths = rng.integers(1, 9, size=6).tolist()
+        items = [
+            {
+                BagKeys.EMBEDDINGS: torch.full((n, D), 7.5, dtype=torch.float32),
+                BagKeys.LABEL: 1,
+                BagKeys.SLICE_LABELS: torch.ones(n, dtype=torch.int8),
+                BagKeys.SCAN_ID: f"s{k}",
+                BagKeys.INDEX: k,
+            }
+            for k, n in enumerate(lengths)
+        ]
+        dirty = collate_bags(items)[BagKeys.EMBEDDINGS]  # noqa: F841  (freed at the next iteration)
+        batch = collate_bags(items)
+        emb, mask = batch[BagKeys.EMBEDDINGS], batch[BagKeys.MASK]
+        assert (emb[~mask] == 0).all() and (emb[mask] == 7.5).all(), trial
