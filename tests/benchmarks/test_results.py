@@ -204,3 +204,10 @@ def test_selected_epochs_sentence():
         "Selected epochs: median 11, range 3-15 of 15; 50% of the 4 runs chose the last epoch."
     )
     assert results_mod.selected_epochs(pd.DataFrame({"method": ["a"]}), 15) == ""
+
+
+def test_what_came_out_says_when_the_scan_label_was_barely_learned():
+    assert "barely learned" not in results_mod.what_came_out(_results())  # best scan AUROC 0.9
+    weak = _results()
+    weak["scan_auroc"] = 0.55
+    assert "No method trained on scan labels reaches a scan AUROC of 0.6" in results_mod.what_came_out(weak)
