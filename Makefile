@@ -24,7 +24,7 @@ demo-synthetic: $(STAMP)
 	$(VENV)/bin/monai-ng demo --synthetic --out outputs/demo-synthetic
 
 # Regenerate docs/results.md and docs/figures/ (benchmarks/results.py, main tables + the variants past the paper;
-# about an hour on 2 cores, resumable in OUT).
+# about 2 hours on 2 cores, resumable in OUT; on a busy machine add --threads 1).
 RESULTS_OUT ?= outputs/results
 results: $(STAMP)
 	$(VPY) benchmarks/results.py --out $(RESULTS_OUT) --profile full --beyond --write-docs
