@@ -54,6 +54,12 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+from machine_info import cpu_model  # noqa: E402
+
 #: split seeds (the paper's)
 SEEDS: tuple[int, ...] = (1001, 2001, 3001)
 #: the data seed of every data set (the synthetic stores' ``seed``, the phantom writer's and the encoder's)
@@ -212,15 +218,41 @@ PROFILES: dict[str, Profile] = {
 
 # --------------------------------------------------------------------------------------------------- building
 def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} x {cpu}, {platform.system()} {platform.release()}"
+    return f"{os.cpu_count()} x {cpu_model()}, {platform.system()} {platform.release()}"
+
+
+def _finished_settings(path: Path, profile_name: str | None = None) -> dict[str, Any] | None:
+    """The ``settings.json`` at ``path`` if its run finished (with ``profile_name``, when given), else None."""
+    if not path.exists():
+        return None
+    settings = json.loads(path.read_text())
+    if not settings.get("finished") or (profile_name is not None and settings.get("profile") != profile_name):
+        return None
+    return settings
+
+
+def _start_run(path: Path, settings: dict[str, Any], command: str) -> dict[str, Any]:
+    """Record a run as started in ``path``: ``settings`` plus command, date, machine, load average, unfinished."""
+    settings = {
+        **settings,
+        "command": command,
+        "date": _dt.date.today().isoformat(),
+        "machine": _machine(),
+        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
+        "finished": False,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1))
+    return settings
+
+
+def _finish_run(path: Path, settings: dict[str, Any], started: float) -> dict[str, Any]:
+    """Record the run in ``path`` as finished: its experiment time since ``started`` and the end load average."""
+    settings["experiment_seconds"] = round(time.perf_counter() - started, 1)
+    settings["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    settings["finished"] = True
+    path.write_text(json.dumps(settings, indent=1))
+    return settings
 
 
 def _store_facts(store: Any) -> dict[str, Any]:
@@ -301,11 +333,10 @@ def run_dataset(name: str, out: Path, profile_name: str, command: str, rerun: bo
     spec, profile = DATASETS[name], PROFILES[profile_name]
     folder = out / name
     settings_path = folder / "settings.json"
-    if settings_path.exists() and not rerun:
-        done = json.loads(settings_path.read_text())
-        if done.get("finished") and done.get("profile") == profile_name:
-            logging.info("%s: finished earlier, skipped (--rerun repeats it)", name)
-            return done
+    done = None if rerun else _finished_settings(settings_path, profile_name)
+    if done is not None:
+        logging.info("%s: finished earlier, skipped (--rerun repeats it)", name)
+        return done
     folder.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(profile.threads)
     t0 = time.perf_counter()
@@ -328,21 +359,12 @@ def run_dataset(name: str, out: Path, profile_name: str, command: str, rerun: bo
         },
         "splits": list(SEEDS),
         "threads": profile.threads,
-        "command": command,
-        "date": _dt.date.today().isoformat(),
-        "machine": _machine(),
-        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
-        "finished": False,
     }
-    settings_path.write_text(json.dumps(settings, indent=1))
+    settings = _start_run(settings_path, settings, command)
     t1 = time.perf_counter()
     run_experiment(folder / "store", folder / "experiment", methods, cfg)
-    settings["experiment_seconds"] = round(time.perf_counter() - t1, 1)
     settings["total_seconds"] = round(time.perf_counter() - t0, 1)
-    settings["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    settings["finished"] = True
-    settings_path.write_text(json.dumps(settings, indent=1))
-    return settings
+    return _finish_run(settings_path, settings, t1)
 
 
 def experiment_config(profile: Profile) -> Any:
@@ -381,16 +403,13 @@ def run_beyond(
     if name not in BEYOND_DATASETS:
         return None
     folder = out / name
-    main_settings = folder / "settings.json"
-    done = json.loads(main_settings.read_text()) if main_settings.exists() else {}
-    if not done.get("finished") or done.get("profile") != profile_name:
+    if _finished_settings(folder / "settings.json", profile_name) is None:
         raise RuntimeError(f"{name}: run the main comparison (profile {profile_name}) before --beyond")
     settings_path = folder / "beyond" / "settings.json"
-    if settings_path.exists() and not rerun:
-        earlier = json.loads(settings_path.read_text())
-        if earlier.get("finished") and earlier.get("profile") == profile_name:
-            logging.info("%s: beyond-the-paper run finished earlier, skipped (--rerun repeats it)", name)
-            return earlier
+    earlier = None if rerun else _finished_settings(settings_path, profile_name)
+    if earlier is not None:
+        logging.info("%s: beyond-the-paper run finished earlier, skipped (--rerun repeats it)", name)
+        return earlier
     profile = PROFILES[profile_name]
     threads = threads or profile.threads
     torch.set_num_threads(threads)
@@ -401,21 +420,11 @@ def run_beyond(
         "threads": threads,
         "methods": [m.name for m in methods],
         "skipped": skipped,
-        "command": command,
-        "date": _dt.date.today().isoformat(),
-        "machine": _machine(),
-        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
-        "finished": False,
     }
-    settings_path.parent.mkdir(parents=True, exist_ok=True)
-    settings_path.write_text(json.dumps(settings, indent=1))
+    settings = _start_run(settings_path, settings, command)
     t0 = time.perf_counter()
     run_experiment(folder / "store", folder / "beyond", methods, experiment_config(profile))
-    settings["experiment_seconds"] = round(time.perf_counter() - t0, 1)
-    settings["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    settings["finished"] = True
-    settings_path.write_text(json.dumps(settings, indent=1))
-    return settings
+    return _finish_run(settings_path, settings, t0)
 
 
 # --------------------------------------------------------------------------------------------------- reporting
@@ -592,13 +601,10 @@ def beyond_came_out(main: pd.DataFrame, beyond: pd.DataFrame) -> str:
 
 def beyond_section(name: str, folder: Path) -> str | None:
     """The beyond-the-paper table of one data set, or None when its ``--beyond`` run has not finished."""
-    settings_path = folder / "beyond" / "settings.json"
     beyond_path = folder / "beyond" / "results.csv"
     main_path = folder / "experiment" / "results.csv"
-    if not (settings_path.exists() and beyond_path.exists() and main_path.exists()):
-        return None
-    settings = json.loads(settings_path.read_text())
-    if not settings.get("finished"):
+    settings = _finished_settings(folder / "beyond" / "settings.json")
+    if settings is None or not (beyond_path.exists() and main_path.exists()):
         return None
     main, beyond = pd.read_csv(main_path), pd.read_csv(beyond_path)
     title = json.loads((folder / "settings.json").read_text()).get("title", name)
@@ -711,12 +717,9 @@ def plot_attention_curves(experiment_dir: Path, methods: Sequence[str], path: Pa
 def dataset_section(name: str, folder: Path, figures: Path) -> str | None:
     """The markdown section of one finished data set (settings, table, what came out, figures), writing its PNGs
     into ``figures``; None when the data set has not finished."""
-    settings_path = folder / "settings.json"
     results_path = folder / "experiment" / "results.csv"
-    if not settings_path.exists() or not results_path.exists():
-        return None
-    settings = json.loads(settings_path.read_text())
-    if not settings.get("finished"):
+    settings = _finished_settings(folder / "settings.json")
+    if settings is None or not results_path.exists():
         return None
     results = pd.read_csv(results_path)
     title = settings.get("title", name)
