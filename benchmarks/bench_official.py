@@ -24,7 +24,8 @@ What is compared (768-d slice embeddings, 64-bag batches, two bag-length regimes
 - Training step, theirs: exactly the body of their ``train_one_epoch`` loop per batch (``collate_fn`` on the
   ``(x_i, length, y)`` items, ``zero_grad``, ``parameters_to_vector``, forward, criterion, backward,
   ``clip_grad_norm_`` per parameter group, SGD momentum 0.9 step, the ``.item()`` reads and the list extends).
-  Ours: :func:`monai_ng.data.bag_dataset.collate_bags` on the same bags as dict items, :func:`prepare_bag_batch`,
+  Ours: :func:`monai_ng.data.bag_dataset.collate_packed_bags` on the same bags as dict items (the packed ``[T, D]``
+  layout the library's loaders use: no padding), :func:`prepare_bag_batch`,
   forward, :class:`MILObjective`, backward, grad-norm clip 1.0, SGD momentum 0.9 step. Eval: the body of their
   ``evaluate`` loop (``no_grad``) against ours (``inference_mode``: collate, prepare, forward, objective).
 - Timing: at each ``--threads`` count, after one warm-up call each on 16 bags, theirs and ours run A B A B for
@@ -90,7 +91,7 @@ if str(BENCH) not in sys.path:
 
 from machine_info import machine_info, write_results  # noqa: E402
 
-from monai_ng.data.bag_dataset import BagKeys, collate_bags  # noqa: E402
+from monai_ng.data.bag_dataset import BagKeys, collate_packed_bags  # noqa: E402
 from monai_ng.engines import prepare_bag_batch  # noqa: E402
 from monai_ng.losses.mil_objective import MILObjective  # noqa: E402
 from monai_ng.networks import build_mil_network  # noqa: E402
@@ -461,7 +462,7 @@ def _record(
 
 
 class OurSide(Side):
-    """Our training step and eval pass: ``collate_bags`` + ``prepare_bag_batch`` + network + ``MILObjective``."""
+    """Our training step and eval pass: ``collate_packed_bags`` + ``prepare_bag_batch`` + network + ``MILObjective``."""
 
     def __init__(self, spec: ModelSpec, device: torch.device, amp: torch.dtype | None, lr: float) -> None:
         network = build_mil_network(spec.kind, DIM, **our_network_kwargs(spec.kind))
@@ -469,7 +470,7 @@ class OurSide(Side):
         super().__init__(network, objective, device, amp, lr)
 
     def batch(self, items: Sequence[dict[str, Any]]) -> tuple[Tensor, dict[str, Any], dict[str, Tensor]]:
-        x, target, _, kwargs = prepare_bag_batch(collate_bags(items), self.device)
+        x, target, _, kwargs = prepare_bag_batch(collate_packed_bags(items), self.device)
         return x, target, kwargs
 
     def losses(self, items: Sequence[dict[str, Any]]) -> tuple[Any, Tensor]:

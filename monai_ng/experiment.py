@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from monai_ng.data.bag_dataset import BagDataset, collate_bags
+from monai_ng.data.bag_dataset import BagDataset, collate_packed_bags
 from monai_ng.data.embedding_store import EmbeddingStore
 from monai_ng.data.splits import PAPER_SEEDS, patient_level_split
 from monai_ng.engines.evaluation import evaluate_mil
@@ -370,7 +370,7 @@ def _loader(store: EmbeddingStore, idx: np.ndarray, cfg: ExperimentConfig, shuff
         BagDataset(store, idx),
         batch_size=cfg.batch_size,
         shuffle=shuffle,
-        collate_fn=collate_bags,
+        collate_fn=collate_packed_bags,  # embeddings [T, D]: no padding written, every network takes it as is
         num_workers=cfg.num_workers,
         generator=g if shuffle else None,
         # the shuffled train loader drops its last incomplete batch, unless that would leave no batch at all

@@ -308,7 +308,7 @@ def _predict_store(
     import pandas as pd
     from torch.utils.data import DataLoader
 
-    from monai_ng.data.bag_dataset import BagDataset, collate_bags
+    from monai_ng.data.bag_dataset import BagDataset, collate_packed_bags
     from monai_ng.data.embedding_store import EmbeddingStore, StoreError
     from monai_ng.engines.evaluation import evaluate_mil
     from monai_ng.networks.checkpoint import load_mil_checkpoint
@@ -339,7 +339,7 @@ def _predict_store(
         raise PredictError(str(exc)) from exc
     seconds["build"] = time.perf_counter() - t
     t = time.perf_counter()
-    loader = DataLoader(BagDataset(store), batch_size=batch_size, collate_fn=collate_bags)
+    loader = DataLoader(BagDataset(store), batch_size=batch_size, collate_fn=collate_packed_bags)
     metrics, scans, slices = evaluate_mil(network, loader, device or "cpu")
     seconds["network"] = time.perf_counter() - t
     t = time.perf_counter()

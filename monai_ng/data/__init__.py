@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from monai_ng.data.bag_dataset import BagDataset, BagKeys, collate_bags
+from monai_ng.data.bag_dataset import BagDataset, BagKeys, collate_bags, collate_packed_bags
 from monai_ng.data.embedding_store import (
     Bag,
     EmbeddingStore,
@@ -19,5 +19,6 @@ __all__ = [
     "EmbeddingStoreWriter",
     "StoreError",
     "collate_bags",
+    "collate_packed_bags",
     "import_flat_layout",
 ]

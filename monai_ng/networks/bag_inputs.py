@@ -1,8 +1,11 @@
-"""Shared input checks and masked operations for batched, padded MIL bags.
+"""Shared input checks and masked operations for batched MIL bags, padded or packed.
 
-A batch holds ``B`` bags padded to ``N`` slices: features ``x`` ``[B, N, D]`` and a boolean ``mask`` ``[B, N]``
-(True = valid slice). Every network calls :func:`prepare_bag` first so that all of them reject bad inputs with the
-same precise messages and never let padded values reach their outputs.
+A batch holds ``B`` bags of up to ``N`` slices, with a boolean ``mask`` ``[B, N]`` (True = valid slice), in one of two
+layouts: padded, features ``x`` ``[B, N, D]`` (whatever lies on padding is never used), or packed, features ``x``
+``[T, D]`` holding only the ``T = mask.sum()`` valid slices, row ``t`` being the ``t``-th True entry of ``mask`` in
+row-major order (as :func:`monai_ng.data.collate_packed_bags` writes them). Every network calls :func:`prepare_bag`
+(padded features out) or :func:`prepare_packed_bags` (packed features out) first, so that all of them take either
+layout, reject bad inputs with the same precise messages and never let padded values reach their outputs.
 """
 
 from __future__ import annotations
@@ -12,7 +15,15 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["prepare_bag", "masked_softmax", "masked_mean", "bag_lengths", "PackedBags", "pack_valid_slices"]
+__all__ = [
+    "prepare_bag",
+    "prepare_packed_bags",
+    "masked_softmax",
+    "masked_mean",
+    "bag_lengths",
+    "PackedBags",
+    "pack_valid_slices",
+]
 
 
 def prepare_bag(
@@ -25,18 +36,20 @@ def prepare_bag(
     require_prefix: bool = False,
     zero_padding: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Check a padded batch of bags, cast it to ``dtype`` and zero its padded slices.
+    """Check a batch of bags (padded or packed) and return it padded, cast to ``dtype``, with zeroed padded slices.
 
     Args:
-        x: ``[B, N, D]`` floating-point slice features (float16 from a memory-mapped store is fine).
-        mask: ``[B, N]`` bool, True = valid slice; ``None`` means every slice is valid.
+        x: ``[B, N, D]`` (padded) or ``[T, D]`` (packed: the valid slices of ``mask`` in row-major order) floating-point
+            slice features (float16 from a memory-mapped store is fine).
+        mask: ``[B, N]`` bool, True = valid slice; ``None`` means every slice is valid (padded ``x`` only: packed ``x``
+            needs its mask).
         in_features: the feature width ``D`` the network was built for.
         dtype: dtype of the network's parameters; ``x`` is cast to it.
         model: name of the calling network, used in error messages.
         require_prefix: if True, each bag's valid slices must be one contiguous run starting at index 0 (padding only
             at the end), as needed by networks that use the slice order (convolutions, chain graphs, positions).
-        zero_padding: if False, ``x`` is returned as given (not cast, padding untouched), for callers that only
-            read the valid slices (:func:`pack_valid_slices`); the checks are the same.
+        zero_padding: if False, a padded ``x`` is returned as given (not cast, padding untouched); the checks are the
+            same. A packed ``x`` is always returned as the zero-padded grid (it has no padding to leave untouched).
 
     Returns:
         ``(x, mask)``: ``x`` ``[B, N, D]`` in ``dtype`` with padded slices set to exactly 0 (so that padding garbage,
@@ -44,52 +57,133 @@ def prepare_bag(
 
     Raises:
         TypeError: ``x`` or ``mask`` is not a tensor, ``x`` is not floating point, ``mask`` is not bool.
-        ValueError: wrong rank, empty batch, feature width mismatch, mask shape mismatch, a bag with zero valid slices,
-            or (``require_prefix``) a bag whose valid slices are not a prefix.
+        ValueError: wrong rank, empty batch, feature width mismatch, mask shape mismatch, packed ``x`` without a mask
+            or whose row count is not the mask's number of valid slices, a bag with zero valid slices, or
+            (``require_prefix``) a bag whose valid slices are not a prefix.
     """
+    checked = _check_bags(x, mask, in_features, model=model, require_prefix=require_prefix)
+    if x.dim() == 2:  # packed: the rows go onto a zero grid, so padding is exactly 0 by construction
+        batch, length = checked.shape
+        grid = x.new_zeros((batch, length, x.shape[1]), dtype=dtype)
+        return grid.masked_scatter(checked.unsqueeze(-1), x.to(dtype)), checked
+    if mask is None:
+        return x.to(dtype), checked
+    if not zero_padding:
+        return x, checked
+    return torch.where(checked.unsqueeze(-1), x.to(dtype), 0.0), checked
+
+
+def prepare_packed_bags(
+    x: Tensor,
+    mask: Tensor | None,
+    in_features: int,
+    dtype: torch.dtype,
+    *,
+    model: str,
+    require_prefix: bool = False,
+) -> PackedBags:
+    """Check a batch of bags (padded or packed) as :func:`prepare_bag` does and return its valid slices packed.
+
+    A padded ``x`` ``[B, N, D]`` goes through :func:`pack_valid_slices` (one gather of the valid rows); a packed ``x``
+    ``[T, D]`` is used as it is (only cast to ``dtype``, no gather).
+
+    Args:
+        x: ``[B, N, D]`` (padded) or ``[T, D]`` (packed) floating-point slice features.
+        mask: ``[B, N]`` bool, True = valid slice; ``None`` means every slice is valid (padded ``x`` only).
+        in_features: the feature width ``D`` the network was built for.
+        dtype: compute dtype of the packed rows.
+        model: name of the calling network, used in error messages.
+        require_prefix: as in :func:`prepare_bag`.
+
+    Returns:
+        :class:`PackedBags` with ``x`` ``[T, D]`` in ``dtype``.
+
+    Raises:
+        TypeError, ValueError: as :func:`prepare_bag`.
+    """
+    checked = _check_bags(x, mask, in_features, model=model, require_prefix=require_prefix)
+    if x.dim() == 3:
+        return pack_valid_slices(x, checked, dtype)
+    return PackedBags(x.to(dtype), *_packed_layout(checked), checked)
+
+
+def _check_bags(x: Tensor, mask: Tensor | None, in_features: int, *, model: str, require_prefix: bool) -> Tensor:
+    """The input checks of :func:`prepare_bag` for either layout; returns the mask (all True when ``None`` is given)."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{model}: x must be a torch.Tensor of shape [B, N, D], got {type(x).__name__}.")
-    if x.dim() != 3:
-        raise ValueError(f"{model}: x must have rank 3 [B, N, D], got rank {x.dim()} with shape {tuple(x.shape)}.")
+        raise TypeError(
+            f"{model}: x must be a torch.Tensor of shape [B, N, D] (padded) or [T, D] (packed), got {type(x).__name__}."
+        )
+    if x.dim() not in (2, 3):
+        raise ValueError(
+            f"{model}: x must have rank 3 [B, N, D] (padded) or rank 2 [T, D] (packed, with mask [B, N]), got rank "
+            f"{x.dim()} with shape {tuple(x.shape)}."
+        )
     if not x.is_floating_point():
         raise TypeError(f"{model}: x must be a floating-point tensor, got dtype {x.dtype}.")
-    batch, length, width = x.shape
-    if batch == 0 or length == 0:
-        raise ValueError(f"{model}: empty batch, x has shape {tuple(x.shape)} (need B >= 1 and N >= 1).")
+    packed = x.dim() == 2
+    if packed:
+        if mask is None:
+            raise ValueError(
+                f"{model}: packed x [T, D] (rank 2, shape {tuple(x.shape)}) needs its mask [B, N]; got mask=None."
+            )
+        _check_mask_type(mask, model)
+        if mask.dim() != 2:
+            raise ValueError(
+                f"{model}: mask must have rank 2 [B, N] with packed x [T, D], got shape {list(mask.shape)}."
+            )
+        batch, length = mask.shape
+        width = x.shape[1]
+        if batch == 0 or length == 0:
+            raise ValueError(f"{model}: empty batch, mask has shape {list(mask.shape)} (need B >= 1 and N >= 1).")
+    else:
+        batch, length, width = x.shape
+        if batch == 0 or length == 0:
+            raise ValueError(f"{model}: empty batch, x has shape {tuple(x.shape)} (need B >= 1 and N >= 1).")
     if width != in_features:
         raise ValueError(f"{model}: feature width mismatch, expected D={in_features}, got D={width}.")
     if mask is None:
-        mask = torch.ones(batch, length, dtype=torch.bool, device=x.device)
-        return x.to(dtype), mask
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"{model}: mask must be a bool torch.Tensor of shape [B, N], got {type(mask).__name__}.")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"{model}: mask must have dtype torch.bool (True = valid slice), got {mask.dtype}.")
-    if tuple(mask.shape) != (batch, length):
-        raise ValueError(
-            f"{model}: mask shape mismatch, expected [B, N] = {[batch, length]} to match x {tuple(x.shape)}, "
-            f"got {list(mask.shape)}."
-        )
+        return torch.ones(batch, length, dtype=torch.bool, device=x.device)
+    if not packed:
+        _check_mask_type(mask, model)
+        if tuple(mask.shape) != (batch, length):
+            raise ValueError(
+                f"{model}: mask shape mismatch, expected [B, N] = {[batch, length]} to match x {tuple(x.shape)}, "
+                f"got {list(mask.shape)}."
+            )
     empty = ~mask.any(dim=1)
     gaps = mask[:, 1:] & ~mask[:, :-1] if require_prefix else None
     bad = empty.any() if gaps is None else (empty.any() | gaps.any())
+    if packed:
+        bad = bad | (mask.sum() != x.shape[0])
     if bool(bad):  # one host sync per forward; the detailed diagnosis only runs on the error path
+        valid = int(mask.sum())
+        if packed and valid != x.shape[0]:
+            raise ValueError(
+                f"{model}: packed x has T={x.shape[0]} rows but mask {list(mask.shape)} has {valid} valid slices; "
+                "row t of x must be the t-th True entry of mask (row-major)."
+            )
         empty_idx = torch.nonzero(empty).flatten().tolist()
         if empty_idx:
             raise ValueError(f"{model}: bag(s) at batch index {empty_idx} have zero valid slices.")
+        assert gaps is not None  # neither a row-count mismatch nor an empty bag: only a gap can be left
         gap_idx = torch.nonzero(gaps.any(dim=1)).flatten().tolist()
         raise ValueError(
             f"{model}: the valid slices of bag(s) at batch index {gap_idx} are not a contiguous prefix; this network "
             "uses slice order, so padding must come only after a bag's last valid slice."
         )
-    if not zero_padding:
-        return x, mask
-    x = torch.where(mask.unsqueeze(-1), x.to(dtype), 0.0)
-    return x, mask
+    return mask
+
+
+def _check_mask_type(mask: Any, model: str) -> None:
+    """Raise unless ``mask`` is a bool tensor (its shape is checked by the caller, against the layout)."""
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{model}: mask must be a bool torch.Tensor of shape [B, N], got {type(mask).__name__}.")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{model}: mask must have dtype torch.bool (True = valid slice), got {mask.dtype}.")
 
 
 class PackedBags(NamedTuple):
-    """The valid slices of a padded batch, packed in row-major order (bag by bag, slice order kept).
+    """The valid slices of a batch, packed in row-major order of its mask (bag by bag, slice order kept).
 
     Attributes:
         x: ``[T, D]`` valid slice features, ``T = mask.sum()``.
@@ -97,6 +191,7 @@ class PackedBags(NamedTuple):
         bag: ``[T]`` int64 bag index ``b`` of each packed row.
         shape: ``(B, N)`` of the padded grid.
         lengths: valid slices per bag (``B`` ints, summing to ``T``).
+        mask: ``[B, N]`` bool validity of the padded grid (all True when the caller gave none).
     """
 
     x: Tensor
@@ -104,6 +199,7 @@ class PackedBags(NamedTuple):
     bag: Tensor
     shape: tuple[int, int]
     lengths: tuple[int, ...]
+    mask: Tensor
 
     def scatter(self, values: Tensor, fill: float = 0.0) -> Tensor:
         """Put per-row values ``[T]`` back on the padded grid ``[B, N]`` (``fill`` on padding); differentiable."""
@@ -153,7 +249,7 @@ class _WeightedSegmentSum(torch.autograd.Function):
 
 
 def pack_valid_slices(x: Tensor, mask: Tensor, dtype: torch.dtype) -> PackedBags:
-    """Gather the valid slices of a checked batch (:func:`prepare_bag` with ``zero_padding=False``) once.
+    """Gather the valid slices of a checked padded batch (:func:`prepare_bag` with ``zero_padding=False``) once.
 
     Padding is never read, so garbage (even non-finite) there cannot leak; only the ``T`` valid rows are cast to
     ``dtype``.
@@ -167,11 +263,17 @@ def pack_valid_slices(x: Tensor, mask: Tensor, dtype: torch.dtype) -> PackedBags
         :class:`PackedBags` with ``x`` ``[T, D]``.
     """
     batch, length, width = x.shape
-    index = torch.nonzero(mask.reshape(-1)).squeeze(1)
+    index, bag, shape, lengths = _packed_layout(mask)
     rows = x.reshape(batch * length, width).index_select(0, index).to(dtype)
+    return PackedBags(rows, index, bag, shape, lengths, mask)
+
+
+def _packed_layout(mask: Tensor) -> tuple[Tensor, Tensor, tuple[int, int], tuple[int, ...]]:
+    """``(index, bag, shape, lengths)`` of :class:`PackedBags` for ``mask`` ``[B, N]``."""
+    batch, length = mask.shape
+    index = torch.nonzero(mask.reshape(-1)).squeeze(1)
     bag = torch.div(index, length, rounding_mode="floor")
-    lengths = tuple(mask.sum(dim=1).tolist())
-    return PackedBags(rows, index, bag, (batch, length), lengths)
+    return index, bag, (batch, length), tuple(mask.sum(dim=1).tolist())
 
 
 def masked_softmax(scores: Tensor, mask: Tensor, dim: int = 1) -> Tensor:

@@ -1,7 +1,8 @@
 """The contract every MIL network of :mod:`monai_ng.networks` keeps: :class:`MILNetwork` and its :class:`MILOutput`.
 
-A network maps padded bags ``x`` ``[B, N, D]`` and their validity ``mask`` ``[B, N]`` to a :class:`MILOutput`. The base
-class holds what all networks share: argument checks, the input checks (:func:`~monai_ng.networks.bag_inputs.prepare_bag`),
+A network maps bags, padded ``x`` ``[B, N, D]`` or packed ``x`` ``[T, D]`` (the valid slices only), and their validity
+``mask`` ``[B, N]`` to a :class:`MILOutput`. The base class holds what all networks share: argument checks, the input
+checks (:func:`~monai_ng.networks.bag_inputs.prepare_bag`, :func:`~monai_ng.networks.bag_inputs.prepare_packed_bags`),
 the attention-pooling scan head, the FLOP count interface and the build arguments a checkpoint needs to rebuild the
 network (:mod:`monai_ng.networks.checkpoint`).
 """
@@ -14,7 +15,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from monai_ng.networks.bag_inputs import prepare_bag
+from monai_ng.networks.bag_inputs import PackedBags, prepare_bag, prepare_packed_bags
 
 __all__ = ["MILOutput", "MILNetwork", "LinearHeadMIL", "unpack_mil_output"]
 
@@ -62,11 +63,12 @@ def unpack_mil_output(pred: Any) -> tuple[Tensor, Tensor, Tensor | None]:
 
 
 class MILNetwork(nn.Module):
-    """Base class of the MIL networks: ``forward(x [B, N, D], mask [B, N] | None) -> MILOutput``.
+    """Base class of the MIL networks: ``forward(x [B, N, D] or [T, D], mask [B, N] | None) -> MILOutput``.
 
     A subclass passes its constructor arguments to ``super().__init__(in_features, **hyperparameters)`` first, creates
     its layers (the scan head ``self.classifier``, whose weight dtype is the compute dtype, last), and implements
-    :meth:`forward` (starting with :meth:`prepare`) and :meth:`flops_per_bag`. The recorded arguments are
+    :meth:`forward` (starting with :meth:`prepare`, or :meth:`prepare_packed` for a path that runs on the valid slices
+    only) and :meth:`flops_per_bag`. The recorded arguments are
     :attr:`build_arguments`: ``type(net)(**net.build_arguments)`` builds the same architecture, which is how
     :func:`monai_ng.networks.checkpoint.load_mil_checkpoint` rebuilds a saved network.
 
@@ -122,13 +124,13 @@ class MILNetwork(nn.Module):
             raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1), got {dropout}.")
 
     def prepare(self, x: Tensor, mask: Tensor | None, zero_padding: bool = True) -> tuple[Tensor, Tensor]:
-        """Check a padded batch, cast ``x`` to the scan head's dtype and zero its padded slices.
+        """Check a batch (padded or packed), return it padded in the scan head's dtype with zeroed padded slices.
 
         Args:
-            x: ``[B, N, D]`` floating-point slice features.
-            mask: ``[B, N]`` bool, True = valid slice; ``None`` = all valid.
-            zero_padding: False returns ``x`` uncast and untouched, for networks that only read the valid slices
-                (:func:`~monai_ng.networks.bag_inputs.pack_valid_slices`).
+            x: ``[B, N, D]`` (padded) or ``[T, D]`` (packed, ``mask`` required) floating-point slice features.
+            mask: ``[B, N]`` bool, True = valid slice; ``None`` = all valid (padded ``x`` only).
+            zero_padding: False returns a padded ``x`` uncast and untouched (a packed ``x`` always comes back as the
+                zero-padded grid).
 
         Returns:
             ``(x [B, N, D], mask [B, N])``; see :func:`~monai_ng.networks.bag_inputs.prepare_bag` for the checks.
@@ -141,6 +143,25 @@ class MILNetwork(nn.Module):
             model=type(self).__name__,
             require_prefix=self.uses_slice_order,
             zero_padding=zero_padding,
+        )
+
+    def prepare_packed(self, x: Tensor, mask: Tensor | None) -> PackedBags:
+        """Check a batch (padded or packed) as :meth:`prepare` does and return its valid slices packed ``[T, D]``.
+
+        Padded ``x`` ``[B, N, D]``: the valid rows are gathered once; packed ``x`` ``[T, D]`` is used as it is (cast to
+        the scan head's dtype). See :func:`~monai_ng.networks.bag_inputs.prepare_packed_bags`.
+
+        Returns:
+            :class:`~monai_ng.networks.bag_inputs.PackedBags` (rows ``[T, D]``, their grid positions, bag lengths and
+            the mask ``[B, N]``).
+        """
+        return prepare_packed_bags(
+            x,
+            mask,
+            self.in_features,
+            self.classifier.weight.dtype,
+            model=type(self).__name__,
+            require_prefix=self.uses_slice_order,
         )
 
     def attention_pool(self, attention: Tensor, x: Tensor) -> MILOutput:
@@ -161,9 +182,11 @@ class MILNetwork(nn.Module):
         """Score the bags (every network's ``forward``; each starts with :meth:`prepare`).
 
         Args:
-            x: ``[B, N, D]`` slice features (cast to the scan head's dtype).
-            mask: ``[B, N]`` bool, True = valid slice; ``None`` = all valid. Networks with :attr:`uses_slice_order`
-                need each bag's valid slices first.
+            x: ``[B, N, D]`` padded slice features, or ``[T, D]`` packed ones: the ``T`` valid slices, row ``t`` the
+                ``t``-th True entry of ``mask`` in row-major order (:func:`monai_ng.data.collate_packed_bags`). Cast to
+                the scan head's dtype. Both layouts give the same outputs.
+            mask: ``[B, N]`` bool, True = valid slice; ``None`` = all valid (padded ``x`` only). Networks with
+                :attr:`uses_slice_order` need each bag's valid slices first.
 
         Returns:
             ``MILOutput(logits [B], attention [B, N, H])`` (``H = 1`` but for multi-head networks).

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from monai_ng.networks.bag_inputs import PackedBags, masked_softmax, pack_valid_slices
+from monai_ng.networks.bag_inputs import PackedBags, masked_softmax
 from monai_ng.networks.mil_network import MILNetwork, MILOutput
 
 __all__ = ["TransMIL", "SlicePPEG", "ClassTokenAttentionLayer"]
@@ -257,7 +257,7 @@ class TransMIL(MILNetwork):
             checkpoints); under ``torch.jit.trace`` the padded path is always used.
 
     Shapes:
-        ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool (valid slices first, padding at the end) ->
+        ``x`` ``[B, N, D]`` (or packed ``[T, D]``), ``mask`` ``[B, N]`` bool (valid slices first, padding at the end) ->
         ``MILOutput(logits [B], attention [B, N, H])``.
     """
 
@@ -339,8 +339,7 @@ class TransMIL(MILNetwork):
         Per-token layers run on the valid tokens, attention runs per bag on its exact length, the PPEG on the padded
         grid (one depthwise convolution), the last layer per bag; only the output attention is put back on ``[B, N]``.
         """
-        x, mask = self.prepare(x, mask, zero_padding=False)
-        bags = pack_valid_slices(x, mask, self.classifier.weight.dtype)  # [T, D]
+        bags = self.prepare_packed(x, mask)  # [T, D]; x may be padded [B, N, D] or packed [T, D]
         batch, length = bags.shape
         slices = bags.x
         if self.input_projection is not None:

@@ -198,8 +198,10 @@ def test_bad_inputs_raise_precise_errors(name):
     cls = type(model).__name__
     x = torch.randn(3, 5, D)
     good = torch.ones(3, 5, dtype=torch.bool)
-    with pytest.raises(ValueError, match=rf"{cls}: x must have rank 3 \[B, N, D\], got rank 2"):
-        model(torch.randn(5, D))
+    with pytest.raises(ValueError, match=rf"{cls}: x must have rank 3 \[B, N, D\] \(padded\) or rank 2 .* got rank 4"):
+        model(torch.randn(1, 3, 5, D))
+    with pytest.raises(ValueError, match=rf"{cls}: packed x \[T, D\] \(rank 2, shape \(5, {D}\)\) needs its mask"):
+        model(torch.randn(5, D))  # rank 2 is the packed layout (tests/networks/test_packed_input.py)
     with pytest.raises(ValueError, match=rf"{cls}: feature width mismatch, expected D={D}, got D=7"):
         model(torch.randn(3, 5, 7))
     with pytest.raises(ValueError, match=r"mask shape mismatch, expected \[B, N\] = \[3, 5\].*got \[3, 4\]"):
