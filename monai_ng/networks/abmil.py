@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from monai_ng.networks.bag_inputs import masked_softmax, pack_valid_slices
+from monai_ng.networks.bag_inputs import masked_softmax
+from monai_ng.networks.fused_linear import fused_linear
 from monai_ng.networks.mil_network import MILNetwork, MILOutput
 
 __all__ = ["ABMIL"]
@@ -58,9 +59,9 @@ class ABMIL(MILNetwork):
 
     def attention_hidden(self, x: Tensor) -> Tensor:
         """Attention hidden activations ``h`` ``[..., hidden]`` (before dropout) for features ``x`` ``[..., D]``."""
-        h = torch.tanh(self.attention_v(x))
+        h = fused_linear(x, self.attention_v.weight, self.attention_v.bias, "tanh")
         if self.attention_u is not None:
-            h = h * torch.sigmoid(self.attention_u(x))
+            h = h * torch.sigmoid(fused_linear(x, self.attention_u.weight, self.attention_u.bias))
         return h
 
     def attention_scores(self, x: Tensor) -> Tensor:
@@ -74,13 +75,12 @@ class ABMIL(MILNetwork):
             x, mask = self.prepare(x, mask)
             attention = masked_softmax(self.attention_scores(x), mask, dim=1)  # [B, N]
             return self.attention_pool(attention, x)
-        x, mask = self.prepare(x, mask, zero_padding=False)
-        bags = pack_valid_slices(x, mask, self.classifier.weight.dtype)  # [T, D]
+        bags = self.prepare_packed(x, mask)  # [T, D]; x may be padded [B, N, D] or packed [T, D]
         h = self.attention_hidden(bags.x)  # [T, hidden]
         if self.training and self.dropout.p > 0:
             # Draw the mask on the padded [B, N, hidden] shape, as the padded path does, so both consume the same
             # random numbers and drop the same units of the valid slices.
-            keep = self.dropout(h.new_ones(x.shape[0] * x.shape[1], h.shape[-1]))
+            keep = self.dropout(h.new_ones(bags.shape[0] * bags.shape[1], h.shape[-1]))
             h = h * keep.index_select(0, bags.index)
         scores = self.attention_w(h).squeeze(-1)  # [T]
         attention = bags.scatter(scores, float("-inf")).softmax(dim=1)  # [B, N], exactly 0 on padding

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from monai_ng.networks.bag_inputs import masked_softmax, pack_valid_slices
+from monai_ng.networks.bag_inputs import masked_softmax
+from monai_ng.networks.fused_linear import fused_linear
 from monai_ng.networks.mil_network import MILNetwork, MILOutput
 
 __all__ = ["SmAPMIL", "chain_edge_weights", "chain_neighbour_weights", "chain_adjacency_apply", "chain_smooth"]
@@ -257,10 +258,10 @@ class SmAPMIL(MILNetwork):
         """Unnormalised, smoothed attention scores ``[B, N]`` for cast, zero-padded ``x`` ``[B, N, D]``."""
         alpha = self.alpha
         if self.smooth_at == "early":  # Sm(X) V^T = Sm(X V^T): smooth `hidden` channels instead of D
-            h = self.smooth(F.linear(x, self.attention_v.weight), mask, alpha)
+            h = self.smooth(fused_linear(x, self.attention_v.weight), mask, alpha)
             h = h + self.attention_v.bias
         else:
-            h = self.attention_v(x)
+            h = fused_linear(x, self.attention_v.weight, self.attention_v.bias)
         if self.smooth_at == "mid":
             h = self.smooth(h.masked_fill(~mask.unsqueeze(-1), 0.0), mask, alpha)
         s = self.attention_w(torch.tanh(h))
@@ -280,16 +281,17 @@ class SmAPMIL(MILNetwork):
             weights = self.smooth(attention.unsqueeze(-1), mask, self.alpha, transpose=True).squeeze(-1)
             logits = self.classifier(torch.einsum("bn,bnd->bd", weights, x)).squeeze(-1)
             return MILOutput(logits=logits, attention=attention.unsqueeze(-1))
-        x, mask = self.prepare(x, mask, zero_padding=False)
-        bags = pack_valid_slices(x, mask, self.classifier.weight.dtype)  # [T, D]
+        bags = self.prepare_packed(x, mask)  # [T, D]; x may be padded [B, N, D] or packed [T, D]
+        mask = bags.mask
         batch, length = bags.shape
         alpha = self.alpha
         if self.smooth_at == "early":
-            projected = F.linear(bags.x, self.attention_v.weight)  # [T, hidden], the one D-wide matmul
-        else:
-            projected = self.attention_v(bags.x)
+            projected = fused_linear(bags.x, self.attention_v.weight)  # [T, hidden], the one D-wide matmul
+        elif self.smooth_at == "mid":
+            projected = fused_linear(bags.x, self.attention_v.weight, self.attention_v.bias)
         if self.smooth_at == "late":
-            scores = self.attention_w(torch.tanh(projected))  # [T, 1]
+            # the tanh fused into the product
+            scores = self.attention_w(fused_linear(bags.x, self.attention_v.weight, self.attention_v.bias, "tanh"))
             grid = scores.new_zeros(batch * length, 1).index_copy(0, bags.index, scores).view(batch, length, 1)
             scores = self.smooth(grid, mask, alpha).squeeze(-1)  # [B, N]
         else:

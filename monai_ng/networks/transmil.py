@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from monai_ng.networks.bag_inputs import PackedBags, masked_softmax
+from monai_ng.networks.fused_linear import fused_linear
 from monai_ng.networks.mil_network import MILNetwork, MILOutput
 
 __all__ = ["TransMIL", "SlicePPEG", "ClassTokenAttentionLayer"]
@@ -48,6 +49,11 @@ class ClassTokenAttentionLayer(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
 
+    @staticmethod
+    def linear(layer: nn.Linear, x: Tensor) -> Tensor:
+        """``layer(x)`` through :func:`~monai_ng.networks.fused_linear.fused_linear` (oneDNN on float32 CPU tensors)."""
+        return fused_linear(x, layer.weight, layer.bias)
+
     def forward(self, tokens: Tensor, key_mask: Tensor, packed: bool = False) -> Tensor:
         """Update every token.
 
@@ -65,20 +71,26 @@ class ClassTokenAttentionLayer(nn.Module):
         """
         b, length, c = tokens.shape
         if not packed:
-            qkv = self.qkv(self.norm(tokens)).view(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            qkv = (
+                self.linear(self.qkv, self.norm(tokens))
+                .view(b, length, 3, self.num_heads, self.head_dim)
+                .permute(2, 0, 3, 1, 4)
+            )
             q, k, v = qkv.unbind(0)  # each [B, H, L, C/H]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
             out = out.transpose(1, 2).reshape(b, length, c)
-            return tokens + self.dropout(self.proj(out))
+            return tokens + self.dropout(self.linear(self.proj, out))
         rows = key_mask.reshape(-1).nonzero().squeeze(1)  # [T] flat indices of the valid tokens
         flat = tokens.reshape(b * length, c)
-        qkv_valid = self.qkv(self.norm(flat.index_select(0, rows)))  # [T, 3C]
+        qkv_valid = self.linear(self.qkv, self.norm(flat.index_select(0, rows)))  # [T, 3C]
         qkv = qkv_valid.new_zeros(b * length, 3 * c).index_copy(0, rows, qkv_valid)
         qkv = qkv.view(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, H, L, C/H]; padded keys are zeros and masked out
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
         out = out.transpose(1, 2).reshape(b * length, c).index_select(0, rows)  # [T, C]
-        return flat.index_add(0, rows, self.dropout(self.proj(out)).to(flat.dtype)).view(b, length, c)  # autocast
+        return flat.index_add(0, rows, self.dropout(self.linear(self.proj, out)).to(flat.dtype)).view(
+            b, length, c
+        )  # autocast
 
     def class_token_forward(self, tokens: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Update only the class token (index 0) and return its attention row, explicitly.
@@ -123,13 +135,13 @@ class ClassTokenAttentionLayer(nn.Module):
             on its own length (one fused ``scaled_dot_product_attention`` call per bag, no mask, no padded keys).
         """
         total, c = tokens.shape
-        qkv = self.qkv(self.norm(tokens)).view(total, 3, self.num_heads, self.head_dim)  # [T', 3, H, C/H]
+        qkv = self.linear(self.qkv, self.norm(tokens)).view(total, 3, self.num_heads, self.head_dim)  # [T', 3, H, C/H]
         outs = []
         for block in qkv.split(lengths):  # each bag's q, k, v: strided [H, n, C/H] views, no copy
             q, k, v = block.permute(1, 2, 0, 3).unbind(0)
             # the fused CPU kernel returns [H, n, C/H] laid out as [n, H, C/H], so this reshape copies nothing
             outs.append(F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(-1, c))
-        return tokens + self.dropout(self.proj(torch.cat(outs)))  # [T', C]
+        return tokens + self.dropout(self.linear(self.proj, torch.cat(outs)))  # [T', C]
 
     def class_token_forward_bags(
         self, tokens: Tensor, class_rows: Tensor, lengths: list[int]
