@@ -96,7 +96,7 @@ def train_mil(
     Args:
         network: a MIL network (``forward(x [B, N, D], mask [B, N]) -> MILOutput``).
         objective: the loss, usually :class:`monai_ng.losses.MILObjective`.
-        train_loader: shuffled bag batches (``collate_fn=collate_bags``).
+        train_loader: shuffled bag batches (``collate_fn=collate_packed_bags`` or ``collate_bags``).
         val_loader: validation bag batches.
         config: optimisation and selection settings.
         device: torch device.
