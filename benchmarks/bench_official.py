@@ -93,6 +93,7 @@ from machine_info import machine_info, write_results  # noqa: E402
 
 from monai_ng.data.bag_dataset import BagKeys, collate_packed_bags  # noqa: E402
 from monai_ng.engines import prepare_bag_batch  # noqa: E402
+from monai_ng.engines.host_memory import retain_freed_host_memory  # noqa: E402
 from monai_ng.losses.mil_objective import MILObjective  # noqa: E402
 from monai_ng.networks import build_mil_network  # noqa: E402
 from monai_ng.networks.smap import SmAPMIL  # noqa: E402
@@ -103,6 +104,9 @@ REGIMES: dict[str, tuple[int, int]] = {"20-60": (20, 60), "100-300": (100, 300)}
 OFFICIAL_MODULES = ("utils", "layers", "models", "losses")
 DOCS_BEGIN = "<!-- bench_official:begin -->"
 DOCS_END = "<!-- bench_official:end -->"
+#: the section a ``--retain-freed-memory`` run rewrites
+DOCS_RETAINED_BEGIN = "<!-- bench_official_retained_memory:begin -->"
+DOCS_RETAINED_END = "<!-- bench_official_retained_memory:end -->"
 GOAL_RATIO = 1.5
 WARMUP_BAGS = 16  # each timed call is warmed up once on the first bags of the first batch
 
@@ -786,7 +790,9 @@ def docs_section(results: dict[str, Any], table: str) -> str:
     dev = results["device"] + (f" ({results['device_name']})" if results.get("device_name") else "")
     lines = [
         f"Machine: {m['cpu']}, `nproc` = {m['nproc']}, torch {m['torch']}, Python {m['python']}; device {dev}"
-        f"{', autocast ' + results['amp'] if results.get('amp') else ''}. Load average at the start {start}, "
+        f"{', autocast ' + results['amp'] if results.get('amp') else ''}"
+        f"{'; glibc allocator keeping freed memory (both sides)' if results.get('retain_freed_memory') else ''}. "
+        f"Load average at the start {start}, "
         f"at the end {end}. Official code: commit `{results.get('official_commit') or 'unknown'}`. "
         f"Data: {results.get('data', 'unspecified')}.",
         "",
@@ -830,6 +836,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "official.json"), help="JSON results")
+    parser.add_argument(
+        "--retain-freed-memory",
+        action="store_true",
+        help="apply monai_ng.engines.host_memory.retain_freed_host_memory() to this process (both sides) first; "
+        "--write-docs then rewrites the second marked section",
+    )
     parser.add_argument("--write-docs", action="store_true", help="rewrite the marked section of --docs")
     parser.add_argument("--docs", default=str(REPO / "docs" / "performance.md"))
     args = parser.parse_args(argv)
@@ -863,6 +875,9 @@ def main(argv: list[str] | None = None) -> int:
     amp = torch.bfloat16 if args.amp == "bf16" else None
     code = load_official(args.official_src)
     specs = [s for s in MODEL_SPECS if args.models is None or s.label in args.models]
+    retained = retain_freed_host_memory() if args.retain_freed_memory else False
+    if args.retain_freed_memory and not retained:
+        raise SystemExit("bench_official: --retain-freed-memory but this platform has no glibc mallopt")
 
     results: dict[str, Any] = {
         "machine": machine_info(),
@@ -872,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "amp": args.amp,
+        "retain_freed_memory": retained,
         "rounds": rounds,
         "batches": n_batches,
         "threads": args.threads,
@@ -949,7 +965,8 @@ def main(argv: list[str] | None = None) -> int:
     write_results(results, table, args.out)
     if args.write_docs:
         path = Path(args.docs)
-        path.write_text(rewrite_marked_section(path.read_text(), docs_section(results, table)))
+        markers = (DOCS_RETAINED_BEGIN, DOCS_RETAINED_END) if retained else (DOCS_BEGIN, DOCS_END)
+        path.write_text(rewrite_marked_section(path.read_text(), docs_section(results, table), *markers))
         print(f"rewrote the bench_official section of {path}")
     return 0
 
