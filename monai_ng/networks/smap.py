@@ -292,11 +292,11 @@ class SmAPMIL(MILNetwork):
         if self.smooth_at == "late":
             # the tanh fused into the product
             scores = self.attention_w(fused_linear(bags.x, self.attention_v.weight, self.attention_v.bias, "tanh"))
-            grid = scores.new_zeros(batch * length, 1).index_copy(0, bags.index, scores).view(batch, length, 1)
+            grid = scores.new_zeros(batch * length, 1).index_copy_(0, bags.index, scores).view(batch, length, 1)
             scores = self.smooth(grid, mask, alpha).squeeze(-1)  # [B, N]
         else:
             # the Sm iterations run on the padded [B, N, hidden] grid (zeros on padding): cheap, O(T N hidden)
-            grid = projected.new_zeros(batch * length, self.hidden).index_copy(0, bags.index, projected)
+            grid = projected.new_zeros(batch * length, self.hidden).index_copy_(0, bags.index, projected)
             h = self.smooth(grid.view(batch, length, self.hidden), mask, alpha)
             if self.smooth_at == "early":
                 h = h + self.attention_v.bias

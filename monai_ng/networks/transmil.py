@@ -83,7 +83,7 @@ class ClassTokenAttentionLayer(nn.Module):
         rows = key_mask.reshape(-1).nonzero().squeeze(1)  # [T] flat indices of the valid tokens
         flat = tokens.reshape(b * length, c)
         qkv_valid = self.linear(self.qkv, self.norm(flat.index_select(0, rows)))  # [T, 3C]
-        qkv = qkv_valid.new_zeros(b * length, 3 * c).index_copy(0, rows, qkv_valid)
+        qkv = qkv_valid.new_zeros(b * length, 3 * c).index_copy_(0, rows, qkv_valid)
         qkv = qkv.view(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [B, H, L, C/H]; padded keys are zeros and masked out
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
@@ -225,7 +225,7 @@ class SlicePPEG(nn.Module):
         """
         batch, length = bags.shape
         weight, bias = self.merged_kernel()
-        grid = rows.new_zeros(batch * length, self.dim).index_copy(0, bags.index, rows).view(batch, length, self.dim)
+        grid = rows.new_zeros(batch * length, self.dim).index_copy_(0, bags.index, rows).view(batch, length, self.dim)
         y = F.conv2d(grid.transpose(1, 2).unsqueeze(2), weight.unsqueeze(2), bias, padding=(0, 3), groups=self.dim)
         return y.squeeze(2).transpose(1, 2).reshape(batch * length, self.dim).index_select(0, bags.index)
 
@@ -330,7 +330,7 @@ class TransMIL(MILNetwork):
         else:
             rows = mask.reshape(-1).nonzero().squeeze(1)  # the valid slices only go through the input projection
             projected = self.input_dropout(torch.relu(self.input_projection(x.reshape(batch * length, -1)[rows])))
-            slices = projected.new_zeros(batch * length, self.hidden).index_copy(0, rows, projected)
+            slices = projected.new_zeros(batch * length, self.hidden).index_copy_(0, rows, projected)
             slices = slices.view(batch, length, self.hidden)  # [B, N, C], zeros on padding
         tokens = torch.cat([self.class_token.expand(batch, -1, -1), slices], dim=1)  # [B, 1 + N, C]
         key_mask = F.pad(mask, (1, 0), value=True)  # the class token is always a valid key
@@ -367,8 +367,9 @@ class TransMIL(MILNetwork):
         for index, layer in enumerate(self.layers[:-1]):
             tokens = layer.forward_bags(tokens, lengths)
             if index == 0 and self.ppeg is not None:
-                encoded = self.ppeg.forward_rows(tokens.index_select(0, slice_rows), bags)
-                tokens = tokens.index_copy(0, slice_rows, encoded)
+                encoded = self.ppeg.forward_rows(tokens.index_select(0, slice_rows), bags).to(tokens.dtype)
+                # in place: no [T + B, C] copy (nothing saved for backward holds the layer's output itself)
+                tokens = tokens.index_copy_(0, slice_rows, encoded)
         class_token, scores = self.layers[-1].class_token_forward_bags(tokens, class_rows, lengths)
         slice_scores = torch.cat([s[:, 1:] for s in scores], dim=1).T  # [T, H], the class token's own score removed
         grid = slice_scores.new_full((batch * length, self.num_heads), float("-inf"))
