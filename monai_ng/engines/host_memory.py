@@ -6,7 +6,7 @@ training step on 64 bags of 100-300 slices allocates tens of ``[T, 768]`` float3
 (activations, gradients, copies); each one then costs about 10,000 page faults, with the kernel zeroing every page,
 before the first byte is written. On the 2-core development machine that made the "memory-bound" ops of a TransMIL
 training step (``cat``, ``copy_``, ``fill_``, ``index_select``) take about a sixth of it: a torch.profiler step of
-TransMIL+NG on 64 bags of 100-300 slices took 2.96 s by default and 2.49 s with freed memory kept, and
+TransMIL+NG on 64 bags of 100-300 slices took 3.00 s by default and 2.49 s with freed memory kept, and
 ``benchmarks/bench_official.py`` trains 21 vs 26 bags/s there (1 thread; without and with ``--retain-freed-memory``).
 
 :func:`retain_freed_host_memory` sets, for the whole process, ``M_MMAP_MAX = 0`` (large blocks come from the heap,
