@@ -105,3 +105,23 @@ class _ToyAdapter(DatasetAdapter):
 
 
 TOY_ADAPTER = _ToyAdapter()
+
+
+@pytest.mark.parametrize(("flag", "available"), [(False, True), (True, True), (True, False)])
+def test_experiment_retain_freed_memory_flag(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, flag: bool, available: bool
+) -> None:
+    """``--retain-freed-memory`` calls the allocator setting (spied: the test process's allocator is left alone) and
+    says so when the platform has no glibc ``mallopt``; without the flag nothing is called."""
+    calls: list[bool] = []
+
+    def spy() -> bool:
+        calls.append(True)
+        return available
+
+    monkeypatch.setattr(experiment_command, "retain_freed_host_memory", spy)
+    args = ["experiment", "--list"] + (["--retain-freed-memory"] if flag else [])
+    with caplog.at_level("WARNING"):
+        assert main(args) == 0
+    assert calls == ([True] if flag else [])
+    assert ("no glibc mallopt" in caplog.text) == (flag and not available)
