@@ -16,6 +16,8 @@ starts once the heap has grown to a step's peak (the first steps still fault, te
 the process keeps its peak heap instead of giving memory back between steps, which is what a training or evaluation
 process reaches again at the next step anyway. It is opt-in (``monai-ng experiment --retain-freed-memory``), since a
 library should not change a host process's allocator behind its back; it cannot be undone within the process.
+An alternative that keeps returning memory: start the process with ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's transparent
+huge pages for large CPU tensors, read once at its first allocation): 2.60-2.67 s for the step above instead of 3.0 s.
 """
 
 from __future__ import annotations
