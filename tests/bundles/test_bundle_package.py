@@ -37,7 +37,8 @@ def test_package_unzip_and_infer(workspace: Workspace, tmp_path):
     finally:
         large.write_text(original)
         shutil.copy(published, models / "model.pt")
-    zip_path = tmp_path / "dist" / f"{ws.name}_v0.1.0.zip"
+    version = json.loads((ws.bundle / "configs" / "metadata.json").read_text())["version"]
+    zip_path = tmp_path / "dist" / f"{ws.name}_v{version}.zip"
     with zipfile.ZipFile(zip_path) as archive:
         names = archive.namelist()
         assert all(n.startswith(f"{ws.name}/") for n in names)
