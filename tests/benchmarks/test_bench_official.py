@@ -430,6 +430,9 @@ def test_docs_section_and_rewrite(bench):
     assert "Load average at the start 1.00, 2.00, 3.00" in body
     assert "Command: `python3 benchmarks/bench_official.py --official-src /x`" in body
     assert body.endswith("TABLE")
+    assert "allocator" not in body
+    retained = bench.docs_section(dict(results, retain_freed_memory=True), "TABLE")
+    assert "device cpu; glibc allocator keeping freed memory (both sides). Load average" in retained
     begin, end = bench.DOCS_BEGIN, bench.DOCS_END
     text = f"# Doc\n\nbefore\n{begin}\nold\nlines\n{end}\nafter\n"
     assert bench.rewrite_marked_section(text, "new\n") == f"# Doc\n\nbefore\n{begin}\nnew\n{end}\nafter\n"
@@ -443,5 +446,8 @@ def test_docs_section_and_rewrite(bench):
 
 def test_performance_doc_has_the_markers(bench):
     text = (REPO / "docs" / "performance.md").read_text()
-    assert text.count(bench.DOCS_BEGIN) == 1 and text.count(bench.DOCS_END) == 1
-    assert text.index(bench.DOCS_BEGIN) < text.index(bench.DOCS_END)
+    for begin, end in ((bench.DOCS_BEGIN, bench.DOCS_END), (bench.DOCS_RETAINED_BEGIN, bench.DOCS_RETAINED_END)):
+        assert text.count(begin) == 1 and text.count(end) == 1
+        assert text.index(begin) < text.index(end)
+    assert bench.parse_args(["--retain-freed-memory"]).retain_freed_memory is True
+    assert bench.parse_args([]).retain_freed_memory is False
