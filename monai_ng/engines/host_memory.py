@@ -12,7 +12,8 @@ TransMIL+NG on 64 bags of 100-300 slices took 3.00 s by default and 2.49 s with 
 :func:`retain_freed_host_memory` sets, for the whole process, ``M_MMAP_MAX = 0`` (large blocks come from the heap,
 whose freed chunks are reused) and a 2 GiB ``M_TRIM_THRESHOLD`` (freed memory at the top of the heap is kept rather
 than returned). The same as starting Python with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``. Reuse
-starts once the heap has grown to a step's peak (the first steps still fault, tested). The price:
+starts once the heap has grown to a step's peak (the first steps still fault, tested), and a kernel that reclaims
+idle memory may still fault an occasional block back in. The price:
 the process keeps its peak heap instead of giving memory back between steps, which is what a training or evaluation
 process reaches again at the next step anyway. It is opt-in (``monai-ng experiment --retain-freed-memory``), since a
 library should not change a host process's allocator behind its back; it cannot be undone within the process.
