@@ -6,7 +6,7 @@ projection on ``[T, 768]`` packed slices. On the CPU, ``torch.nn.functional.line
 (MKL in the PyTorch wheels), which on the 2-core AMD EPYC development machine reaches 85-99 GFLOP/s per core for that
 narrow ``128``-wide output, and the element-wise ``torch.tanh`` after it costs another 15% of the product; oneDNN
 (bundled with PyTorch and used by its compiler backend) runs the product with the ``tanh`` fused as a post-op at
-94-100 GFLOP/s, against 67-72 for the two steps (1 thread, 2,600 and 13,000 rows). PyTorch exposes that primitive as
+88-101 GFLOP/s, against 65-66 for the two steps (forward, 1 thread, 2,600 and 13,000 rows). PyTorch exposes that primitive as
 ``torch.ops.mkldnn._linear_pointwise`` (forward only); :func:`fused_linear` wraps it with its backward.
 
 What it computes: ``act(x @ weight^T + bias)`` with ``act`` one of ``"none"``, ``"tanh"``, ``"relu"``, exactly the

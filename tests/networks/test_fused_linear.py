@@ -40,7 +40,7 @@ def operands(m: int = 53, k: int = 40, o: int = 12, seed: int = 0, bias: bool = 
 
 
 def reference64(x, w, b, activation):
-    """``act(x W^T + b)`` and its gradients for the upstream gradient ``g``, in float64 by hand."""
+    """``act(x W^T + b)`` in float64 (differentiable: the tests take its gradients with autograd)."""
     y = x.double() @ w.double().t() + (0 if b is None else b.double())
     return ACTIVATIONS[activation](y)
 
