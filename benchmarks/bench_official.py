@@ -101,12 +101,15 @@ from monai_ng.networks.smap import SmAPMIL  # noqa: E402
 DIM = 768
 BATCH = 64
 REGIMES: dict[str, tuple[int, int]] = {"20-60": (20, 60), "100-300": (100, 300)}
-OFFICIAL_MODULES = ("utils", "layers", "models", "losses")
+OFFICIAL_MODULES = ("utils", "layers", "models", "losses", "datasets")
 DOCS_BEGIN = "<!-- bench_official:begin -->"
 DOCS_END = "<!-- bench_official:end -->"
 #: the section a ``--retain-freed-memory`` run rewrites
 DOCS_RETAINED_BEGIN = "<!-- bench_official_retained_memory:begin -->"
 DOCS_RETAINED_END = "<!-- bench_official_retained_memory:end -->"
+#: the section a ``--device cuda`` run rewrites
+DOCS_CUDA_BEGIN = "<!-- bench_official_cuda:begin -->"
+DOCS_CUDA_END = "<!-- bench_official_cuda:end -->"
 GOAL_RATIO = 1.5
 WARMUP_BAGS = 16  # each timed call is warmed up once on the first bags of the first batch
 
@@ -152,6 +155,7 @@ class OfficialCode:
     layers: ModuleType
     models: ModuleType
     losses: ModuleType
+    datasets: ModuleType
     commit: str | None
 
 
@@ -166,10 +170,10 @@ def official_src_problem(path: str | os.PathLike[str] | None) -> str | None:
 
 
 def load_official(path: str | os.PathLike[str]) -> OfficialCode:
-    """Import ``utils``, ``layers``, ``models``, ``losses`` from ``PATH/src`` without leaving them importable.
+    """Import ``utils``, ``layers``, ``models``, ``losses``, ``datasets`` from ``PATH/src``, leaving none importable.
 
     Their modules import each other by generic top-level names, so ``PATH/src`` goes first on ``sys.path`` while they
-    load; afterwards it is removed, the four names leave ``sys.modules`` (any module of the same name that was there
+    load; afterwards it is removed, the five names leave ``sys.modules`` (any module of the same name that was there
     before is put back) and only the returned references keep them alive.
 
     Raises:
@@ -468,8 +472,12 @@ def _record(
 class OurSide(Side):
     """Our training step and eval pass: ``collate_packed_bags`` + ``prepare_bag_batch`` + network + ``MILObjective``."""
 
-    def __init__(self, spec: ModelSpec, device: torch.device, amp: torch.dtype | None, lr: float) -> None:
+    def __init__(
+        self, spec: ModelSpec, device: torch.device, amp: torch.dtype | None, lr: float, packed: bool = True
+    ) -> None:
         network = build_mil_network(spec.kind, DIM, **our_network_kwargs(spec.kind))
+        if not packed:
+            network.packed = False  # per-slice layers on the padded [B, N, D] grid (masked attention)
         objective = MILObjective(ng_weight=1.0 if spec.ng else 0.0, divergence="forward_kl", ng_heads="each")
         super().__init__(network, objective, device, amp, lr)
 
@@ -581,6 +589,14 @@ def check_pair(theirs: OfficialSide, ours: OurSide, spec: ModelSpec, bags: Seque
     return row
 
 
+def padded_logit_diff(ours: OurSide, padded: OurSide, items: Sequence[dict[str, Any]]) -> float:
+    """Max abs logit difference, in fp32 eval mode, between our packed network and its padded-grid copy."""
+    with torch.inference_mode():
+        ours.network.eval(), padded.network.eval()
+        x, _, kwargs = ours.batch(items)
+        return float((ours.network(x, **kwargs).logits - padded.network(x, **kwargs).logits).abs().max())
+
+
 def amp_works(side: Side, items: Sequence[Any]) -> str | None:
     """``None`` when one forward + loss + backward under autocast runs, else the error (first line)."""
     if side.amp is None:
@@ -594,14 +610,15 @@ def amp_works(side: Side, items: Sequence[Any]) -> str | None:
 
 # ---------------------------------------------------------------------------------------------------------- timing
 class MatmulProbe:
-    """One fp32 ``n x n`` ``torch.mm`` (on the benchmark's device), timed beside the models each round."""
+    """One ``n x n`` ``torch.mm`` (fp32, or bf16 for an autocast run; on the benchmark's device), timed each round."""
 
-    def __init__(self, device: torch.device, n: int | None = None) -> None:
+    def __init__(self, device: torch.device, n: int | None = None, dtype: torch.dtype = torch.float32) -> None:
         self.n = n or (8192 if device.type == "cuda" else 2048)
+        self.dtype = dtype
         gen = torch.Generator().manual_seed(1)
-        self.a = torch.randn(self.n, self.n, generator=gen).to(device)
-        self.b = torch.randn(self.n, self.n, generator=gen).to(device)
-        self.out = torch.empty(self.n, self.n, device=device)
+        self.a = torch.randn(self.n, self.n, generator=gen).to(device, dtype)
+        self.b = torch.randn(self.n, self.n, generator=gen).to(device, dtype)
+        self.out = torch.empty(self.n, self.n, device=device, dtype=dtype)
 
     def __call__(self) -> None:
         torch.mm(self.a, self.b, out=self.out)
@@ -649,8 +666,12 @@ def time_pair(
     rounds: int,
     device: torch.device,
     probe: MatmulProbe | None,
+    padded: OurSide | None = None,
 ) -> dict[str, Any]:
-    """Interleaved train / eval / collate timings of one model pair at the current thread count."""
+    """Interleaved train / eval / collate timings of one model pair at the current thread count.
+
+    ``padded``: our network with ``packed = False`` (same weights), timed in the same rounds as a third side.
+    """
     fns: dict[str, Callable[[], None]] = {
         "theirs_train": lambda: theirs.train(t_batches),
         "ours_train": lambda: ours.train(o_batches),
@@ -668,6 +689,11 @@ def time_pair(
         "ours_collate": lambda: ours.collate(o_warm),
         "theirs_collate": lambda: theirs.collate(t_warm),
     }
+    if padded is not None:
+        fns["padded_train"] = lambda: padded.train(o_batches)
+        fns["padded_eval"] = lambda: padded.eval(o_batches)
+        warm["padded_train"] = lambda: padded.train(o_warm)
+        warm["padded_eval"] = lambda: padded.eval(o_warm)
     if probe is not None:
         fns["mm"] = probe
     times = interleaved(fns, warm, rounds, device)
@@ -677,6 +703,9 @@ def time_pair(
         row[f"{key}_ratio"] = median_ratio(times[f"theirs_{key}"], times[f"ours_{key}"])
         for side in ("theirs", "ours"):
             row[f"{side}_{key}_bags_per_s"] = bags / statistics.median(times[f"{side}_{key}"])
+        if padded is not None:
+            row[f"padded_{key}_ratio"] = median_ratio(times[f"theirs_{key}"], times[f"padded_{key}"])
+            row[f"padded_{key}_bags_per_s"] = bags / statistics.median(times[f"padded_{key}"])
     row["collate_share"] = median_ratio(times["ours_collate"], times["ours_train"])
     row["their_collate_share"] = median_ratio(times["theirs_collate"], times["theirs_train"])
     if probe is not None:
@@ -740,7 +769,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "| model | regime | threads | train bags/s ours / theirs | eval bags/s ours / theirs | "
-        "our collate + prepare share of a train step | their collate share | our train GFLOP/s (of same-round fp32 mm) |",
+        "our collate + prepare share of a train step | their collate share | "
+        f"our train GFLOP/s (of same-round {results.get('probe_dtype', 'fp32')} mm) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for t in timings:
@@ -754,6 +784,25 @@ def markdown(results: dict[str, Any]) -> str:
             f"{t['theirs_train_bags_per_s']:.0f} | {t['ours_eval_bags_per_s']:.0f} / {t['theirs_eval_bags_per_s']:.0f} | "
             f"{100 * t['collate_share']:.1f} % | {100 * t['their_collate_share']:.1f} % | {flops} |"
         )
+    padded_rows = [t for t in timings if "padded_train_ratio" in t]
+    if padded_rows:
+        lines += [
+            "",
+            "Our networks on the padded `[B, N, D]` grid (`packed = False`: masked attention over the batch's longest "
+            "bag), timed in the same rounds, against theirs and against our packed default:",
+            "",
+            "| model | regime | threads | padded / theirs: train / eval | padded bags/s: train / eval | "
+            "packed / padded: train / eval |",
+            "|---|---|---|---|---|---|",
+        ]
+        for t in padded_rows:
+            lines.append(
+                f"| {t['model']} | {t['regime']} | {t['threads']} | "
+                f"{_ratio_cell(t['padded_train_ratio'], t['padded_eval_ratio'])} | "
+                f"{t['padded_train_bags_per_s']:.0f} / {t['padded_eval_bags_per_s']:.0f} | "
+                f"{t['ours_train_bags_per_s'] / t['padded_train_bags_per_s']:.2f} / "
+                f"{t['ours_eval_bags_per_s'] / t['padded_eval_bags_per_s']:.2f} |"
+            )
     lines += [
         "",
         "Same outputs (fp32, weights copied theirs → ours, first batch of each regime):",
@@ -772,8 +821,11 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{c['abs_loss_diff_renormalised']:.1e}"
             )
         grad = f"{c['max_abs_grad_diff']:.1e} ({c['max_abs_grad']:.1e})" if "max_abs_grad_diff" in c else "–"
+        padded = ""
+        if "max_abs_logit_diff_padded" in c:
+            padded = f" (ours packed vs padded: {c['max_abs_logit_diff_padded']:.1e})"
         lines.append(
-            f"| {c['model']} | {c['regime']} | {c['max_abs_logit_diff']:.1e} | {att} | "
+            f"| {c['model']} | {c['regime']} | {c['max_abs_logit_diff']:.1e}{padded} | {att} | "
             f"{c['loss_theirs']:.6f} / {c['loss_ours']:.6f} | {loss_diff} | {grad} |"
         )
     if results.get("notes"):
@@ -801,6 +853,13 @@ def docs_section(results: dict[str, Any], table: str) -> str:
         table,
     ]
     return "\n".join(lines)
+
+
+def docs_markers(device: torch.device, retained: bool) -> tuple[str, str]:
+    """The pair of markers a run rewrites: the CUDA section, else the retained-memory or the default CPU one."""
+    if device.type == "cuda":
+        return DOCS_CUDA_BEGIN, DOCS_CUDA_END
+    return (DOCS_RETAINED_BEGIN, DOCS_RETAINED_END) if retained else (DOCS_BEGIN, DOCS_END)
 
 
 def rewrite_marked_section(text: str, body: str, begin: str = DOCS_BEGIN, end: str = DOCS_END) -> str:
@@ -842,7 +901,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="apply monai_ng.engines.host_memory.retain_freed_host_memory() to this process (both sides) first; "
         "--write-docs then rewrites the second marked section",
     )
-    parser.add_argument("--write-docs", action="store_true", help="rewrite the marked section of --docs")
+    parser.add_argument(
+        "--also-padded",
+        action="store_true",
+        help="also time our networks with packed = False (the padded grid), same weights, in the same rounds",
+    )
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="rewrite the marked section of --docs (the CPU one, the retained-memory one, or the CUDA one)",
+    )
     parser.add_argument("--docs", default=str(REPO / "docs" / "performance.md"))
     args = parser.parse_args(argv)
     if args.models:
@@ -887,6 +955,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "amp": args.amp,
+        "probe_dtype": "bf16" if amp is not None else "fp32",
         "retain_freed_memory": retained,
         "rounds": rounds,
         "batches": n_batches,
@@ -921,51 +990,71 @@ def main(argv: list[str] | None = None) -> int:
     for note in results["notes"]:
         print(f"note: {note}", flush=True)
 
-    for regime in args.regimes:
-        low, high = REGIMES[regime]
-        regime_seed = args.seed + 1000 * list(REGIMES).index(regime)
-        batches = [shifted_mean_bags(regime_seed + k, low, high, BATCH) for k in range(n_batches)]
-        lengths = [int(b.x.shape[0]) for batch in batches for b in batch]
-        results["regimes"][regime] = {
-            "low": low,
-            "high": high,
-            "mean_length": float(np.mean(lengths)),
-            "padded_lengths": [max(int(b.x.shape[0]) for b in batch) for batch in batches],
-        }
-        t_batches = [official_items(b) for b in batches]
-        o_batches = [our_items(b, offset=k * BATCH) for k, b in enumerate(batches)]
-        print(f"regime {regime}: mean length {results['regimes'][regime]['mean_length']:.1f}", flush=True)
-        for spec in specs:
-            torch.set_num_threads(args.threads[0])
-            torch.manual_seed(args.seed)
-            theirs = OfficialSide(code, spec, device, amp, args.lr)
-            ours = OurSide(spec, device, amp, args.lr)
-            ours.network.load_state_dict(
-                map_official_state(spec.kind, theirs.network.state_dict(), ours.network.state_dict())
-            )
-            check = {"regime": regime, **check_pair(theirs, ours, spec, batches[0])}
-            results["checks"].append(check)
-            print(f"  check {spec.label}: { {k: v for k, v in check.items() if k != 'model'} }", flush=True)
-            if amp is not None:
-                failures = {"theirs": amp_works(theirs, t_batches[0]), "ours": amp_works(ours, o_batches[0])}
-                if any(failures.values()):
-                    theirs.amp = ours.amp = None
-                    results["notes"].append(f"{spec.label} ({regime}) ran in fp32 on both sides: autocast {failures}")
-            for threads in args.threads:
-                torch.set_num_threads(threads)
-                probe = MatmulProbe(device) if spec.kind == "transmil" else None
-                row = time_pair(theirs, ours, t_batches, o_batches, rounds, device, probe)
-                row.update({"model": spec.label, "regime": regime, "threads": threads})
-                results["timings"].append(row)
-                brief = {k: round(v, 3) for k, v in row.items() if isinstance(v, float)}
-                print(f"  {spec.label} {regime} {threads} thread(s): {brief}", flush=True)
-            del theirs, ours
+    try:  # `timeout -s INT` (or Ctrl-C) ends the run early and still writes the rows measured so far
+        for regime in args.regimes:
+            low, high = REGIMES[regime]
+            regime_seed = args.seed + 1000 * list(REGIMES).index(regime)
+            batches = [shifted_mean_bags(regime_seed + k, low, high, BATCH) for k in range(n_batches)]
+            lengths = [int(b.x.shape[0]) for batch in batches for b in batch]
+            results["regimes"][regime] = {
+                "low": low,
+                "high": high,
+                "mean_length": float(np.mean(lengths)),
+                "padded_lengths": [max(int(b.x.shape[0]) for b in batch) for batch in batches],
+            }
+            t_batches = [official_items(b) for b in batches]
+            o_batches = [our_items(b, offset=k * BATCH) for k, b in enumerate(batches)]
+            print(f"regime {regime}: mean length {results['regimes'][regime]['mean_length']:.1f}", flush=True)
+            for spec in specs:
+                torch.set_num_threads(args.threads[0])
+                torch.manual_seed(args.seed)
+                theirs = OfficialSide(code, spec, device, amp, args.lr)
+                ours = OurSide(spec, device, amp, args.lr)
+                ours.network.load_state_dict(
+                    map_official_state(spec.kind, theirs.network.state_dict(), ours.network.state_dict())
+                )
+                padded, padded_diff = None, None
+                if args.also_padded and hasattr(ours.network, "packed"):
+                    padded = OurSide(spec, device, amp, args.lr, packed=False)
+                    padded.network.load_state_dict(ours.network.state_dict())
+                    # before check_pair: its training-mode step moves ours's spectral-norm vectors, not the copy's
+                    padded_diff = padded_logit_diff(ours, padded, o_batches[0])
+                check = {"regime": regime, **check_pair(theirs, ours, spec, batches[0])}
+                if padded_diff is not None:
+                    check["max_abs_logit_diff_padded"] = padded_diff
+                results["checks"].append(check)
+                print(f"  check {spec.label}: { {k: v for k, v in check.items() if k != 'model'} }", flush=True)
+                if amp is not None:
+                    failures = {"theirs": amp_works(theirs, t_batches[0]), "ours": amp_works(ours, o_batches[0])}
+                    if padded is not None:
+                        failures["ours padded"] = amp_works(padded, o_batches[0])
+                    if any(failures.values()):
+                        theirs.amp = ours.amp = None
+                        if padded is not None:
+                            padded.amp = None
+                        results["notes"].append(
+                            f"{spec.label} ({regime}) ran in fp32 on both sides: autocast {failures}"
+                        )
+                for threads in args.threads:
+                    torch.set_num_threads(threads)
+                    probe = MatmulProbe(device, dtype=amp or torch.float32) if spec.kind == "transmil" else None
+                    row = time_pair(theirs, ours, t_batches, o_batches, rounds, device, probe, padded)
+                    row.update({"model": spec.label, "regime": regime, "threads": threads})
+                    results["timings"].append(row)
+                    brief = {k: round(v, 3) for k, v in row.items() if isinstance(v, float)}
+                    print(f"  {spec.label} {regime} {threads} thread(s): {brief}", flush=True)
+                del theirs, ours, padded
+    except KeyboardInterrupt:
+        results["notes"].append(
+            f"Interrupted (SIGINT) after {len(results['timings'])} timed row(s): the tables hold those only."
+        )
+        print("interrupted: writing the rows measured so far", flush=True)
     torch.set_num_threads(args.threads[0])
     table = markdown(results)
     write_results(results, table, args.out)
     if args.write_docs:
         path = Path(args.docs)
-        markers = (DOCS_RETAINED_BEGIN, DOCS_RETAINED_END) if retained else (DOCS_BEGIN, DOCS_END)
+        markers = docs_markers(device, retained)
         path.write_text(rewrite_marked_section(path.read_text(), docs_section(results, table), *markers))
         print(f"rewrote the bench_official section of {path}")
     return 0

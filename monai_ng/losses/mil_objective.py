@@ -6,7 +6,7 @@ BCE is combined with the NG penalty on attention and an L1 penalty on all parame
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -17,7 +17,37 @@ from monai_ng.losses.head_diversity import head_similarity
 from monai_ng.losses.normal_guidance import NormalGuidanceLoss
 from monai_ng.networks.mil_network import unpack_mil_output
 
-__all__ = ["MILObjective"]
+__all__ = ["LossTerms", "MILObjective"]
+
+
+class LossTerms(Mapping[str, float]):
+    """The detached terms of one objective call, read as Python floats only when a value is asked for.
+
+    Converting a CUDA tensor to a float waits for the GPU; doing it for every term of every training step would stall
+    the host before ``backward`` is even queued. This mapping keeps the detached tensors and converts (once, cached)
+    on access, so a step that nobody logs costs no synchronisation.
+
+    Args:
+        terms: term name -> detached 0-d tensor.
+    """
+
+    def __init__(self, terms: Mapping[str, Tensor] | None = None) -> None:
+        self._tensors = dict(terms or {})
+        self._floats: dict[str, float] = {}
+
+    def __getitem__(self, key: str) -> float:
+        if key not in self._floats:
+            self._floats[key] = float(self._tensors[key])
+        return self._floats[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def __repr__(self) -> str:
+        return f"LossTerms({ {k: self[k] for k in self} })"
 
 
 class MILObjective(nn.Module):
@@ -54,7 +84,8 @@ class MILObjective(nn.Module):
             one-head networks.
 
     After each call ``last_terms`` holds the detached terms (``bce``, ``ng``, ``l1``, ``instance``,
-    ``head_similarity``, ``total``).
+    ``head_similarity``, ``total``) as a :class:`LossTerms` mapping to floats, converted only when read (no GPU
+    synchronisation per step).
     """
 
     def __init__(
@@ -101,7 +132,7 @@ class MILObjective(nn.Module):
         # keep the network out of this module's children so it is not saved twice in checkpoints
         self._network = [network] if network is not None else []
         self.pos_weight = None if pos_weight is None else float(pos_weight)
-        self.last_terms: dict[str, float] = {}
+        self.last_terms: LossTerms = LossTerms()
 
     def forward(self, pred: Any, target: Mapping[str, Tensor]) -> Tensor:
         logits, attention, instance_logits = unpack_mil_output(pred)
@@ -144,7 +175,7 @@ class MILObjective(nn.Module):
         if total is None:  # every term weighted 0: a zero that keeps the graph
             total = logits.sum() * 0.0
         terms["total"] = total.detach()
-        self.last_terms = {k: float(v) for k, v in terms.items()}
+        self.last_terms = LossTerms(terms)
         return total
 
 

@@ -68,6 +68,7 @@ def _write_fake_official(root: Path) -> Path:
     (src / "layers.py").write_text("import utils\nVALUE = utils.VALUE + 1\n")
     (src / "models.py").write_text("import layers\nVALUE = layers.VALUE + 1\n")
     (src / "losses.py").write_text("import utils\nVALUE = utils.VALUE - 1\n")
+    (src / "datasets.py").write_text("import utils\nVALUE = utils.VALUE * 2\n")
     return src
 
 
@@ -75,14 +76,15 @@ def test_load_official_leaves_no_trace(bench, tmp_path, monkeypatch):
     src = _write_fake_official(tmp_path / "checkout")
     sentinel = ModuleType("utils")
     monkeypatch.setitem(sys.modules, "utils", sentinel)
-    for name in ("layers", "models", "losses"):
+    for name in ("layers", "models", "losses", "datasets"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     path_before = list(sys.path)
     code = bench.load_official(tmp_path / "checkout")
     assert (code.utils.VALUE, code.layers.VALUE, code.models.VALUE, code.losses.VALUE) == (41, 42, 43, 40)
+    assert code.datasets.VALUE == 82 and code.datasets.utils is code.utils
     assert code.layers.utils is code.utils  # their modules still see each other
     assert sys.modules["utils"] is sentinel  # the module of the same name that was there is back
-    assert not {"layers", "models", "losses"} & set(sys.modules)
+    assert not {"layers", "models", "losses", "datasets"} & set(sys.modules)
     assert sys.path == path_before and str(src.resolve()) not in sys.path
 
 
@@ -444,9 +446,48 @@ def test_docs_section_and_rewrite(bench):
         bench.rewrite_marked_section(f"{end}\n{begin}\n", "x")
 
 
+def test_padded_side_table_and_check(bench):
+    results = _results()
+    padded = {"padded_train_ratio": 1.2, "padded_eval_ratio": 3.0}
+    padded |= {"padded_train_bags_per_s": 400.0, "padded_eval_bags_per_s": 320.0}
+    results["timings"][0] |= padded
+    results["checks"][0]["max_abs_logit_diff_padded"] = 2e-8
+    lines = bench.markdown(results).splitlines()
+    # train: 1.2 below the goal (bold); packed / padded = 200 / 400 and 400 / 320
+    assert "| ABMIL | 20-60 | 1 | **1.20** / 3.00 | 400 / 320 | 0.50 / 1.25 |" in lines
+    assert sum(line.startswith("| ABMIL | 20-60 | 1 | **1.20**") for line in lines) == 1  # only the row that has it
+    assert any(line.startswith("| ABMIL | 20-60 | 9.0e-08 (ours packed vs padded: 2.0e-08) |") for line in lines)
+    assert not any("packed / padded" in line for line in bench.markdown(_results()).splitlines())
+
+
+def test_docs_markers_by_device(bench):
+    cpu, cuda = bench.torch.device("cpu"), bench.torch.device("cuda")
+    assert bench.docs_markers(cpu, False) == (bench.DOCS_BEGIN, bench.DOCS_END)
+    assert bench.docs_markers(cpu, True) == (bench.DOCS_RETAINED_BEGIN, bench.DOCS_RETAINED_END)
+    assert (
+        bench.docs_markers(cuda, False)
+        == bench.docs_markers(cuda, True)
+        == (bench.DOCS_CUDA_BEGIN, bench.DOCS_CUDA_END)
+    )
+
+
+def test_our_padded_side_runs_the_padded_grid(bench):
+    spec = bench.ModelSpec("ABMIL", "abmil", False)
+    device = bench.torch.device("cpu")
+    ours = bench.OurSide(spec, device, None, 1e-3)
+    padded = bench.OurSide(spec, device, None, 1e-3, packed=False)
+    assert ours.network.packed is True and padded.network.packed is False
+    padded.network.load_state_dict(ours.network.state_dict())
+    items = bench.our_items(bench.shifted_mean_bags(3, 4, 9, 5))
+    assert bench.padded_logit_diff(ours, padded, items) < 1e-6
+    bench.torch.nn.init.normal_(padded.network.classifier.weight)  # other weights: the check must see it
+    assert bench.padded_logit_diff(ours, padded, items) > 1e-3
+
+
 def test_performance_doc_has_the_markers(bench):
     text = (REPO / "docs" / "performance.md").read_text()
-    for begin, end in ((bench.DOCS_BEGIN, bench.DOCS_END), (bench.DOCS_RETAINED_BEGIN, bench.DOCS_RETAINED_END)):
+    pairs = [(bench.DOCS_BEGIN, bench.DOCS_END), (bench.DOCS_RETAINED_BEGIN, bench.DOCS_RETAINED_END)]
+    for begin, end in pairs + [(bench.DOCS_CUDA_BEGIN, bench.DOCS_CUDA_END)]:
         assert text.count(begin) == 1 and text.count(end) == 1
         assert text.index(begin) < text.index(end)
     assert bench.parse_args(["--retain-freed-memory"]).retain_freed_memory is True
