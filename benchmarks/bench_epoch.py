@@ -234,6 +234,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{t['theirs_bags_per_s']:.0f} / {t['ours_bags_per_s']:.0f} | {t['ratio']:.2f} | {fp32}"
             f"{t['data_only_s']:.2f} ({100 * t['data_share']:.0f} %) | {peak} |"
         )
+    for e in results.get("errors", []):
+        lines += ["", f"{e['model']} failed: {e['error'].splitlines()[0] if e['error'] else ''}"]
     if results.get("interrupted"):
         lines += ["", f"Interrupted (SIGINT) after {len(results['timings'])} model(s): the table holds those only."]
     return "\n".join(lines)
@@ -322,7 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:  # `timeout -s INT` (or Ctrl-C) ends the run early and still writes the models measured so far
         for spec in (s for s in MODEL_SPECS if s.label in args.models):
-            results["timings"].append(bench_model(code, spec, store, data, args, device, amp))
+            try:
+                results["timings"].append(bench_model(code, spec, store, data, args, device, amp))
+            except Exception as exc:  # noqa: BLE001 - record it, go on with the next model
+                error = f"{type(exc).__name__}: {exc}"
+                results.setdefault("errors", []).append({"model": spec.label, "error": error})
+                print(f"  {spec.label} failed: {error}", flush=True)
     except KeyboardInterrupt:
         results["interrupted"] = True
         print("interrupted: writing the models measured so far", flush=True)
