@@ -13,9 +13,9 @@ the size of the head CT training set; written once under ``--workdir`` by :func:
   (their ``train.pth`` holds it so; built here from the same store, not timed), their ``MILTensorDataset``,
   ``DataLoader(batch_size=64, shuffle=True, collate_fn=utils.collate_fn, drop_last=True)`` and their
   ``utils.train_one_epoch`` (the batch moved to the GPU inside it), with their ``PoolClf`` and
-  ``GuidedAttentionL1Loss`` wrapped by ``bench_official.KeywordFilteredCriterion`` (the documented local patch). Under
-  ``--amp bf16`` their whole ``train_one_epoch`` call runs inside ``torch.autocast`` (their code has no AMP switch;
-  backward then also runs under autocast, which reaches the same dtypes as autocasting the forward alone).
+  ``GuidedAttentionL1Loss`` wrapped by ``bench_official.KeywordFilteredCriterion`` (the documented local patch). Their
+  code has no AMP switch: under ``--amp bf16`` their network's forward runs under ``torch.autocast`` and hands back
+  float32 outputs (:class:`AutocastForward`; their loop's closing ``logits.numpy()`` cannot take bfloat16).
 - Timed, per model, in one process: ``--rounds`` rounds of (theirs, ours) epochs, alternating which goes first; the
   GPU is synchronised at both ends of every timed epoch. Also, once per model: our epoch in fp32 when ``--amp`` is
   given, and our data path alone (iterating the loader and copying each batch to the device), to show what loading
@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +104,24 @@ def their_training_set(store: EmbeddingStore) -> tuple[torch.Tensor, tuple[int, 
     return x, tuple(int(n) for n in lengths), y
 
 
+class AutocastForward(nn.Module):
+    """Their network's forward under autocast, its outputs handed back in float32.
+
+    Their ``train_one_epoch`` ends with ``sigmoid(logits).numpy()``, which a bfloat16 tensor cannot do, so autocasting
+    their whole loop fails; this wrapper autocasts the network only (the loss then runs in float32, as most of an
+    autocast loss does anyway). Parameters are the wrapped network's.
+    """
+
+    def __init__(self, network: nn.Module, device_type: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.network, self.device_type, self.dtype = network, device_type, dtype
+
+    def forward(self, x: torch.Tensor, lengths: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            logits, attention = self.network(x, lengths)
+        return logits.float(), None if attention is None else attention.float()
+
+
 class TheirEpoch:
     """Their ``frozen_mil.py`` training path for one model: in-memory dataset, loader, ``utils.train_one_epoch``."""
 
@@ -113,9 +132,13 @@ class TheirEpoch:
             dataset, batch_size=BATCH, shuffle=True, collate_fn=code.utils.collate_fn, drop_last=True
         )
 
+        side = self.side
+        self.network = side.network
+        if side.amp is not None:
+            self.network = AutocastForward(side.network, side.device.type, side.amp)
+
     def __call__(self) -> None:
-        with self.side.autocast():
-            self.code.utils.train_one_epoch(self.side.network, self.side.criterion, self.side.optimizer, self.loader)
+        self.code.utils.train_one_epoch(self.network, self.side.criterion, self.side.optimizer, self.loader)
 
 
 class OurEpoch:
