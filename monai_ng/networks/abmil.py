@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from monai_ng.networks.bag_inputs import masked_softmax
 from monai_ng.networks.fused_linear import fused_linear
-from monai_ng.networks.mil_network import MILNetwork, MILOutput
+from monai_ng.networks.mil_network import MILNetwork, MILOutput, use_packed_path
 
 __all__ = ["ABMIL"]
 
@@ -31,19 +31,20 @@ class ABMIL(MILNetwork):
         dropout: dropout probability on the attention hidden activations ``h_j`` (training only).
 
     Attributes:
-        packed: (default True) run the per-slice layers on the packed valid slices ``[T, D]`` only (no work on
-            padding) and pool per bag with one matrix-vector product per bag; set False to run them on the padded
-            ``[B, N, D]`` batch (the earlier path, kept for comparison and tests). Both give the same outputs (to
-            float rounding) and draw the same dropout masks. An execution option, not an architecture argument, so it
-            is an attribute rather than a constructor argument (not in :attr:`build_arguments` or checkpoints).
-            Under ``torch.jit.trace`` (bundle ``ckpt_export``) the padded path is always used, as it traces to a
-            graph valid for any scan length.
+        packed: (default ``"auto"``: True on the CPU, False on other devices, see
+            :func:`~monai_ng.networks.mil_network.use_packed_path`) True: run the per-slice layers on the packed valid
+            slices ``[T, D]`` only (no work on padding) and pool per bag with one matrix-vector product per bag; set
+            False to run them on the padded ``[B, N, D]`` batch (the earlier path, kept for comparison and tests). Both
+            give the same outputs (to float rounding) and draw the same dropout masks. An execution option, not an
+            architecture argument, so it is an attribute rather than a constructor argument (not in
+            :attr:`build_arguments` or checkpoints). Under ``torch.jit.trace`` (bundle ``ckpt_export``) the padded path
+            is always used, as it traces to a graph valid for any scan length.
 
     Shapes:
         ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool -> ``MILOutput(logits [B], attention [B, N, 1])``.
     """
 
-    packed: bool = True
+    packed: bool | str = "auto"  # see monai_ng.networks.mil_network.use_packed_path
 
     def __init__(self, in_features: int = 768, hidden: int = 128, gated: bool = False, dropout: float = 0.0) -> None:
         super().__init__(in_features, hidden=hidden, gated=gated, dropout=dropout)
@@ -70,7 +71,7 @@ class ABMIL(MILNetwork):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Pool the slices of each bag (arguments and shapes: :meth:`MILNetwork.forward`)."""
-        if not self.packed or torch.jit.is_tracing() or torch.jit.is_scripting():
+        if not use_packed_path(self.packed, x):
             # The padded path is shape-generic when traced (TorchScript export); the packed one loops over bags.
             x, mask = self.prepare(x, mask)
             attention = masked_softmax(self.attention_scores(x), mask, dim=1)  # [B, N]

@@ -22,7 +22,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from monai_ng.networks.bag_inputs import masked_softmax
 from monai_ng.networks.fused_linear import fused_linear
-from monai_ng.networks.mil_network import MILNetwork, MILOutput
+from monai_ng.networks.mil_network import MILNetwork, MILOutput, use_packed_path
 
 __all__ = ["SmAPMIL", "chain_edge_weights", "chain_neighbour_weights", "chain_adjacency_apply", "chain_smooth"]
 
@@ -184,12 +184,13 @@ class SmAPMIL(MILNetwork):
             approximate Sm; a bag's end slice then takes its neighbour with weight 1 instead of ``1 / sqrt(2)``).
 
     Attributes:
-        packed: (default True) run the ``D -> hidden`` projection on the packed valid slices ``[T, D]`` only and pool
-            per bag (:class:`~monai_ng.networks.bag_inputs.PackedBags`); the Sm iterations run on the padded
-            ``[B, N, hidden]`` grid. False runs everything on the padded ``[B, N, D]`` batch (the earlier path, kept
-            for comparison and tests). Same outputs to float rounding. An execution option, not an architecture
-            argument (not in :attr:`build_arguments` or checkpoints). Under ``torch.jit.trace`` the padded path is
-            always used.
+        packed: (default ``"auto"``: True on the CPU, False on other devices, see
+            :func:`~monai_ng.networks.mil_network.use_packed_path`) True: run the ``D -> hidden`` projection on the
+            packed valid slices ``[T, D]`` only and pool per bag (:class:`~monai_ng.networks.bag_inputs.PackedBags`);
+            the Sm iterations run on the padded ``[B, N, hidden]`` grid. False runs everything on the padded ``[B, N,
+            D]`` batch (the earlier path, kept for comparison and tests). Same outputs to float rounding. An execution
+            option, not an architecture argument (not in :attr:`build_arguments` or checkpoints). Under
+            ``torch.jit.trace`` the padded path is always used.
 
     Shapes:
         ``x`` ``[B, N, D]``, ``mask`` ``[B, N]`` bool (valid slices first) -> ``MILOutput(logits [B], attention
@@ -197,7 +198,7 @@ class SmAPMIL(MILNetwork):
     """
 
     uses_slice_order = True
-    packed: bool = True
+    packed: bool | str = "auto"  # see monai_ng.networks.mil_network.use_packed_path
 
     def __init__(
         self,
@@ -271,7 +272,7 @@ class SmAPMIL(MILNetwork):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Pool the slices of each bag with smoothed attention (arguments and shapes: :meth:`MILNetwork.forward`)."""
-        if not self.packed or torch.jit.is_tracing() or torch.jit.is_scripting():
+        if not use_packed_path(self.packed, x):
             # The padded path is shape-generic when traced (TorchScript export); the packed one loops over bags.
             x, mask = self.prepare(x, mask)
             attention = masked_softmax(self.attention_scores(x, mask), mask, dim=1)  # [B, N]

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from monai_ng.networks.bag_inputs import PackedBags, masked_softmax
 from monai_ng.networks.fused_linear import fused_linear
-from monai_ng.networks.mil_network import MILNetwork, MILOutput
+from monai_ng.networks.mil_network import MILNetwork, MILOutput, use_packed_path
 
 __all__ = ["TransMIL", "SlicePPEG", "ClassTokenAttentionLayer"]
 
@@ -260,11 +260,12 @@ class TransMIL(MILNetwork):
             projection (``hidden`` given), i.e. off for the paper's model and on for the projected variant.
 
     Attributes:
-        packed: (default True) keep the tokens of all bags packed back to back (``[T + B, C]``): per-token layers on
-            the valid tokens, exact attention per bag on its own length (:meth:`ClassTokenAttentionLayer.forward_bags`,
-            one fused call per bag, no key mask), the PPEG on the padded grid, the last layer per bag
-            (:meth:`ClassTokenAttentionLayer.class_token_forward_bags`). False: the earlier path, attention over the
-            padded length with a key-padding mask (kept for comparison and tests). Same outputs and dropout draws (to
+        packed: (default ``"auto"``: True on the CPU, False on other devices, see
+            :func:`~monai_ng.networks.mil_network.use_packed_path`) True keeps the tokens of all bags packed back to
+            back (``[T + B, C]``): per-token layers on the valid tokens, exact attention per bag on its own length
+            (:meth:`ClassTokenAttentionLayer.forward_bags`, one fused call per bag, no key mask), the PPEG on the
+            padded grid, the last layer per bag (:meth:`ClassTokenAttentionLayer.class_token_forward_bags`). False:
+            attention over the padded length with a key-padding mask, one call per layer (faster on a GPU). Same outputs and dropout draws (to
             float rounding). An execution option, not an architecture argument (not in :attr:`build_arguments` or
             checkpoints); under ``torch.jit.trace`` the padded path is always used.
 
@@ -274,7 +275,7 @@ class TransMIL(MILNetwork):
     """
 
     uses_slice_order = True
-    packed: bool = True
+    packed: bool | str = "auto"  # see monai_ng.networks.mil_network.use_packed_path
 
     def __init__(
         self,
@@ -321,7 +322,7 @@ class TransMIL(MILNetwork):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> MILOutput:
         """Classify each bag; the attention ``[B, N, H]`` is the last layer's per-head class-token attention over its
         slices (see :meth:`MILNetwork.forward`)."""
-        if self.packed and not (torch.jit.is_tracing() or torch.jit.is_scripting()):
+        if use_packed_path(self.packed, x):
             return self.forward_packed(x, mask)
         x, mask = self.prepare(x, mask)
         batch, length, _ = x.shape

@@ -15,6 +15,7 @@ from monai_ng.data.bag_dataset import BagKeys, collate_bags
 from monai_ng.losses.mil_objective import MILObjective
 from monai_ng.networks import build_mil_network
 from monai_ng.networks.bag_inputs import pack_valid_slices
+from monai_ng.networks.mil_network import use_packed_path
 
 D = 24
 LENGTHS = [7, 1, 13, 4, 13]
@@ -99,7 +100,32 @@ def test_packed_gradient_of_the_features_equals_padded():
 
 def test_packed_is_the_default_and_not_an_architecture_argument():
     net = build_mil_network("abmil", D)
-    assert net.packed is True and "packed" not in net.build_arguments
+    assert net.packed == "auto" and "packed" not in net.build_arguments
+
+
+def test_use_packed_path_rule():
+    cpu, meta = torch.zeros(2, 3), torch.zeros(2, 3, device="meta")
+    assert use_packed_path("auto", cpu) is True  # the CPU: no work on padding
+    assert use_packed_path("auto", meta) is False  # any other device: the padded grid
+    assert use_packed_path(True, meta) is True and use_packed_path(False, cpu) is False  # forced either way
+    with pytest.raises(ValueError, match="packed must be True, False or 'auto', got 'yes'"):
+        use_packed_path("yes", cpu)
+
+
+@pytest.mark.parametrize("name", ["abmil", "smap", "transmil"])
+def test_auto_takes_the_packed_path_on_the_cpu(name, monkeypatch):
+    net = build_mil_network(name, D)
+    x, mask = garbage_batch(3)
+    net(x, mask)  # runs
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("packed path taken")
+
+    monkeypatch.setattr(net, "prepare_packed", refuse)
+    with pytest.raises(RuntimeError, match="packed path taken"):
+        net(x, mask)
+    net.packed = False  # forced padded: prepare_packed is never called
+    net(x, mask)
 
 
 def test_pack_valid_slices_rows_order_and_weighted_sum():
@@ -216,7 +242,7 @@ def test_each_bag_alone_equals_the_packed_batch(name):
 def test_order_aware_packed_is_the_default_and_traces_the_padded_path(name):
     torch.manual_seed(5)
     net = build_mil_network(name, D, **({"num_heads": 2} if name == "transmil" else {})).eval()
-    assert net.packed is True and "packed" not in net.build_arguments
+    assert net.packed == "auto" and "packed" not in net.build_arguments
     x, mask = garbage_batch(9, lengths=[3, 5])
     x = torch.where(mask.unsqueeze(-1), x, 0.0)
     traced = torch.jit.trace(net.with_tensor_output(), (x, mask), check_trace=False)
