@@ -3,8 +3,8 @@ own :func:`monai_ng.engines.train_mil` on the same head-CT-sized store, measured
 
 Both sides train ABMIL + Normal Guidance (the bundle's defaults: forward KL, every head, lambda 1, SGD lr 0.01
 momentum 0.9, grad-norm clip 1.0) for one epoch on the bundle's train split (``store_split``, seed 1001) with batch 64,
-``DataLoader(shuffle=True, num_workers=0, collate_fn=collate_bags)``, then validate on the val split (scan AUROC /
-AUPRC, localization AUROC / AUPRC), with the same torch intra-op threads. The bundle side is what a user runs
+``DataLoader(shuffle=True, num_workers=0, collate_fn=collate_packed_bags)`` (the bundle's loaders collate so), then
+validate on the val split (scan AUROC / AUPRC, localization AUROC / AUPRC), with the same torch intra-op threads. The bundle side is what a user runs
 (``python -m monai.bundle run --config_file train.json``): its handlers (per-iteration ``StatsHandler`` and
 ``TensorBoardStatsHandler``, ``CheckpointSaver``, selection score) and its logging.conf included, writing under a
 temporary ``--bundle_root``. The store is the synthetic fp16 head-CT-sized store of ``bench_mil.py`` (21,744 bags,
@@ -51,7 +51,7 @@ from monai.bundle import ConfigWorkflow  # noqa: E402
 from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
 
 from monai_ng.bundle import store_split  # noqa: E402
-from monai_ng.data import BagDataset, collate_bags  # noqa: E402
+from monai_ng.data import BagDataset, collate_packed_bags  # noqa: E402
 from monai_ng.data.embedding_store import EmbeddingStore  # noqa: E402
 from monai_ng.engines import TrainingConfig, train_mil  # noqa: E402
 from monai_ng.losses import MILObjective  # noqa: E402
@@ -104,10 +104,10 @@ def library_epoch(store_path: Path, max_batches: int) -> dict[str, float]:
     train_ds = BagDataset(store, indices=split["train"])
     if max_batches:
         sampler = RandomSampler(train_ds, num_samples=max_batches * BATCH)
-        train_loader = DataLoader(train_ds, batch_size=BATCH, sampler=sampler, collate_fn=collate_bags)
+        train_loader = DataLoader(train_ds, batch_size=BATCH, sampler=sampler, collate_fn=collate_packed_bags)
     else:
-        train_loader = DataLoader(train_ds, batch_size=BATCH, shuffle=True, collate_fn=collate_bags)
-    val_loader = DataLoader(BagDataset(store, indices=split["val"]), batch_size=BATCH, collate_fn=collate_bags)
+        train_loader = DataLoader(train_ds, batch_size=BATCH, shuffle=True, collate_fn=collate_packed_bags)
+    val_loader = DataLoader(BagDataset(store, indices=split["val"]), batch_size=BATCH, collate_fn=collate_packed_bags)
     config = TrainingConfig(lr=0.01, momentum=0.9, max_epochs=1, clip_norm=1.0)
     init_s = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -72,7 +72,7 @@ def use_packed_path(packed: bool | str, x: Tensor) -> bool:
         packed: ``True`` / ``False`` force one path; ``"auto"`` takes the packed path on the CPU and the padded grid
             on other devices. On the CPU the work on padding costs time in proportion, while on a GPU the per-bag
             calls are launch-bound: on an H200 (bf16 autocast, 64-bag batches, ``docs/performance.md``) the padded
-            grid ran ABMIL 1.2-2.8x, SmAP 1.1-1.9x and TransMIL 2.5-9x faster than the packed path.
+            grid ran ABMIL(+NG) 1.2-2.8x, SmAP(+NG) 1.1-1.9x and TransMIL(+NG) 2.6-9.1x faster than the packed path.
         x: the batch (its device decides ``"auto"``).
 
     Returns:
