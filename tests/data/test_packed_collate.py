@@ -128,3 +128,25 @@ def test_experiment_gives_the_same_results_with_either_collate(easy_store, tmp_p
         a, b = (pd.read_csv(tmp_path / run / "slice_scores" / f"{method}_split0.csv") for run in ("packed", "padded"))
         assert len(a) > 0
         pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+@pytest.mark.parametrize("collate", [collate_bags, collate_packed_bags])
+def test_slice_labels_grid_whatever_their_container(collate):
+    """Tensor slice labels (one concatenation) and other containers (per-bag writes) give the same [B, N] grid."""
+    items = _items()
+    expected = torch.full((len(LENGTHS), max(LENGTHS)), -1, dtype=torch.int8)
+    for k, it in enumerate(items):  # built independently, bag by bag
+        expected[k, : LENGTHS[k]] = it[BagKeys.SLICE_LABELS]
+    assert torch.equal(collate(items)[BagKeys.SLICE_LABELS], expected)
+    mixed = [
+        {**it, BagKeys.SLICE_LABELS: it[BagKeys.SLICE_LABELS].tolist()} if k % 2 else it for k, it in enumerate(items)
+    ]
+    assert torch.equal(collate(mixed)[BagKeys.SLICE_LABELS], expected)
+    wide = [{**it, BagKeys.SLICE_LABELS: it[BagKeys.SLICE_LABELS].long()} for it in items]  # other integer dtype
+    assert torch.equal(collate(wide)[BagKeys.SLICE_LABELS], expected)
+    # one bag's labels a slice short and another's a slice long: same total, so only a per-bag check can see it
+    shifted = [dict(it) for it in items]
+    shifted[0][BagKeys.SLICE_LABELS] = items[0][BagKeys.SLICE_LABELS][:-1]
+    shifted[2][BagKeys.SLICE_LABELS] = torch.cat([items[2][BagKeys.SLICE_LABELS], torch.zeros(1, dtype=torch.int8)])
+    with pytest.raises(ValueError):
+        collate(shifted)
