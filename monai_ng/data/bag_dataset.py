@@ -35,6 +35,7 @@ class BagKeys:
 # IEEE-754 exponent field per float width: all ones means inf or NaN
 _EXPONENT_BITS = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF0000000000000)}
 _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+_FINITE_CHUNK = 1 << 15  # values per chunk of all_finite: temporaries of at most 64 KiB (uint16) to 256 KiB (uint64)
 
 
 def all_finite(values: np.ndarray) -> bool:
@@ -48,7 +49,12 @@ def all_finite(values: np.ndarray) -> bool:
     if bits is None or not values.flags.c_contiguous:
         return bool(np.isfinite(values).all())
     word, exponent = bits
-    return not bool(np.any((values.view(word) & word(exponent)) == word(exponent)))
+    flat = values.reshape(-1).view(word)
+    # in chunks, so that the two temporaries stay small (heap memory, in cache) whatever the size of ``values``
+    for start in range(0, flat.size, _FINITE_CHUNK):
+        if np.any((flat[start : start + _FINITE_CHUNK] & word(exponent)) == word(exponent)):
+            return False
+    return True
 
 
 def bag_item(bag: Bag, index: int, embeddings: torch.Tensor, slice_labels: torch.Tensor) -> dict[str, Any]:
@@ -121,6 +127,43 @@ class BagDataset(Dataset):
             sl = torch.from_numpy(np.asarray(bag.slice_labels, dtype=np.int8).copy())
         return bag_item(bag, index, emb, sl)
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """The items of ``indices`` at once, as a ``DataLoader`` fetches a batch (each as :meth:`__getitem__` gives it).
+
+        One read of all the bags' rows (:meth:`EmbeddingStore.read_bags`) and one finite check over them; each item's
+        ``embeddings`` and ``slice_labels`` are views into that one block, in the order of ``indices``, so
+        :func:`collate_packed_bags` can take the block as it is. Measured on the head-CT-sized fp16 store (64 bags of
+        ~35 slices, 1 thread): see ``docs/performance.md``.
+
+        Raises:
+            IndexError: an index out of range.
+            StoreError: (with ``check_finite``) the first bag holding NaN/inf, by scan id.
+        """
+        block = self.store.read_bags(self.indices[np.asarray(indices, dtype=np.int64).reshape(-1)])
+        rows = block.embeddings
+        bounds = np.concatenate([[0], np.cumsum(block.lengths)]).tolist()
+        if self.check_finite and not all_finite(rows):
+            for k, scan_id in enumerate(block.scan_ids):
+                if not all_finite(rows[bounds[k] : bounds[k + 1]]):
+                    raise StoreError(f"{self.store.path}: scan {scan_id!r} has NaN/inf embeddings")
+        emb = torch.from_numpy(rows)
+        if block.slice_labels is None:
+            sl = torch.full((rows.shape[0],), -1, dtype=torch.int8)
+        else:
+            sl = torch.from_numpy(block.slice_labels)
+        return [
+            {
+                BagKeys.EMBEDDINGS: emb[bounds[k] : bounds[k + 1]],
+                BagKeys.LABEL: int(label),
+                BagKeys.SLICE_LABELS: sl[bounds[k] : bounds[k + 1]],
+                BagKeys.SCAN_ID: scan_id,
+                BagKeys.INDEX: int(index),
+            }
+            for k, (index, label, scan_id) in enumerate(
+                zip(block.indices.tolist(), block.labels.tolist(), block.scan_ids, strict=True)
+            )
+        ]
+
 
 def collate_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Pad a list of bag items to the longest bag.
@@ -175,14 +218,48 @@ def collate_packed_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype | No
         (``N = max_b S_b``), ``label`` ``[B]`` float32, ``slice_labels`` ``[B, N]`` int8 (-1 on padding),
         ``n_slices`` ``[B]``, ``scan_id`` list and ``index`` ``[B]``.
 
+    When the items' embeddings already are those rows, back to back in one storage that holds nothing else (the
+    items of :meth:`BagDataset.__getitems__`, the path a ``DataLoader`` takes), that block is returned as it is: no
+    copy, and the batch shares its memory with the items.
+
     Raises:
         ValueError: an empty list, or bags of different embedding widths.
     """
     lengths, width, dtype = _batch_layout(items, dtype, "collate_packed_bags")
+    block = _whole_block([it[BagKeys.EMBEDDINGS] for it in items], sum(lengths), width, dtype)
+    if block is not None:
+        return _batch(items, lengths, block)
     # one np.empty written once, row block by row block (the dtype conversion, if any, happens in that one write)
     emb_np = np.empty((sum(lengths), width), dtype=_fill_dtype(dtype))
     np.concatenate([_as_numpy(it[BagKeys.EMBEDDINGS]) for it in items], axis=0, out=emb_np, casting="unsafe")
     return _batch(items, lengths, torch.from_numpy(emb_np).to(dtype))
+
+
+def _whole_block(embeddings: list[Any], total: int, width: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """The ``[total, width]`` tensor that ``embeddings`` tile exactly, in order, or None.
+
+    Only a storage holding exactly these rows qualifies: a view into a larger tensor (an in-memory dataset's rows,
+    say) is copied as usual, so that a batch never pins or shares more memory than its own.
+    """
+    first = embeddings[0]
+    if type(first) is not torch.Tensor or first.dtype != dtype or first.device.type != "cpu" or first.requires_grad:
+        return None
+    storage = first.untyped_storage()
+    step = width * first.element_size()
+    if first.storage_offset() != 0 or storage.nbytes() != total * step:
+        return None
+    base, expected = storage.data_ptr(), first.data_ptr()
+    for e in embeddings:
+        if (
+            type(e) is not torch.Tensor
+            or e.dtype != dtype
+            or not e.is_contiguous()
+            or e.untyped_storage().data_ptr() != base
+            or e.data_ptr() != expected
+        ):
+            return None
+        expected += int(e.shape[0]) * step
+    return first.new_empty(0).set_(storage, 0, (total, width), (width, 1))
 
 
 def _batch_layout(

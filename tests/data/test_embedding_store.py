@@ -215,6 +215,19 @@ def test_all_finite_exponent_bits(dtype):
         assert not all_finite(np.asfortranarray(np.stack([arr, ok])))  # non-contiguous fallback
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_all_finite_large_arrays_in_chunks(dtype):
+    from monai_ng.data import bag_dataset
+
+    chunk = bag_dataset._FINITE_CHUNK
+    big = np.ones((3 * chunk // 768 + 5, 768), dtype=dtype)  # several chunks, the last one partial
+    assert bag_dataset.all_finite(big)
+    for flat_index in (0, chunk - 1, chunk, 2 * chunk + 7, big.size - 1):  # first, both sides of a boundary, last
+        bad = big.copy()
+        bad.reshape(-1)[flat_index] = np.nan
+        assert not bag_dataset.all_finite(bad), flat_index
+
+
 def test_collate_bfloat16(flat):
     ds = BagDataset(flat[0])
     b16 = collate_bags([ds[0], ds[2]], dtype=torch.bfloat16)
