@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from benchmark_script import load_script
 
 from monai_ng.data.embedding_store import EmbeddingStore, EmbeddingStoreWriter
 from monai_ng.networks import build_mil_network
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "bench_epoch.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    """The script as a module; ``sys.path`` is restored after its import (it adds the repo and benchmarks/)."""
-    saved = list(sys.path)
-    spec = importlib.util.spec_from_file_location("bench_epoch_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
-    return module
+    """The script as a module (``sys.path`` restored after its import)."""
+    return load_script("bench_epoch")
 
 
 def _store(path: Path, lengths: list[int], labels: list[int]) -> tuple[EmbeddingStore, np.ndarray]:

@@ -6,7 +6,6 @@ are written independently from the method's definition (ABMIL, TransMIL, SmAP wi
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import math
 import sys
@@ -15,6 +14,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from benchmark_script import load_script
 from torch import nn
 
 from monai_ng.data.bag_dataset import BagKeys, collate_bags
@@ -22,21 +22,12 @@ from monai_ng.networks import build_mil_network
 from monai_ng.networks.smap import SmAPMIL
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "bench_official.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    """The script as a module; ``sys.path`` is restored after its import (it adds the repo and benchmarks/)."""
-    saved = list(sys.path)
-    spec = importlib.util.spec_from_file_location("bench_official_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
-    return module
+    """The script as a module (``sys.path`` restored after its import)."""
+    return load_script("bench_official")
 
 
 # ---------------------------------------------------------------------------------------------- skipping cleanly
