@@ -1,6 +1,6 @@
 """One head-CT-sized training epoch end to end, data loading included: this project against the paper's public code.
 
-The GPU part of issue 12. Data: the synthetic fp16 store of ``bench_mil.py`` (21,744 bags, 752,803 slices, 768-d:
+Issue 12, on the CPU and (``--device cuda``) on a GPU. Data: the synthetic fp16 store of ``bench_mil.py`` (21,744 bags, 752,803 slices, 768-d:
 the size of the head CT training set; written once under ``--workdir`` by :func:`bench_mil.ensure_store`).
 
 - **Ours**, as :func:`monai_ng.engines.train_mil` trains (without its validation handler):
@@ -12,18 +12,20 @@ the size of the head CT training set; written once under ``--workdir`` by :func:
 - **Theirs**, as their ``src/frozen_mil.py`` trains: the whole training set as one float32 ``[T, D]`` tensor in memory
   (their ``train.pth`` holds it so; built here from the same store, not timed), their ``MILTensorDataset``,
   ``DataLoader(batch_size=64, shuffle=True, collate_fn=utils.collate_fn, drop_last=True)`` and their
-  ``utils.train_one_epoch`` (the batch moved to the GPU inside it), with their ``PoolClf`` and
+  ``utils.train_one_epoch`` (the batch moved to the GPU inside it, when there is one), with their ``PoolClf`` and
   ``GuidedAttentionL1Loss`` wrapped by ``bench_official.KeywordFilteredCriterion`` (the documented local patch). Their
   code has no AMP switch: under ``--amp bf16`` their network's forward runs under ``torch.autocast`` and hands back
   float32 outputs (:class:`AutocastForward`; their loop's closing ``logits.numpy()`` cannot take bfloat16).
 - Timed, per model, in one process: ``--rounds`` rounds of (theirs, ours) epochs, alternating which goes first; the
-  GPU is synchronised at both ends of every timed epoch. Also, once per model: our epoch in fp32 when ``--amp`` is
-  given, and our data path alone (iterating the loader and copying each batch to the device), to show what loading
-  costs. Peak GPU memory per side from ``torch.cuda.max_memory_allocated``.
+  GPU is synchronised at both ends of every timed epoch. Also, once per model: our epoch in fp32 (``--amp`` with
+  ``--also-fp32``), and our data path alone (iterating the loader and copying each batch to the device), to show what
+  loading costs. Peak GPU memory per side from ``torch.cuda.max_memory_allocated``. ``--write-docs`` rewrites the CPU
+  or the CUDA section of ``docs/performance.md``.
 
 Usage::
 
-    python3 benchmarks/bench_epoch.py --official-src PATH --device cuda --amp bf16          # the GPU run
+    python3 benchmarks/bench_epoch.py --official-src PATH --device cuda --amp bf16 --also-fp32 --workers 4  # GPU
+    python3 benchmarks/bench_epoch.py --official-src PATH --threads 1 --models ABMIL+NG SmAP+NG TransMIL+NG  # CPU
     python3 benchmarks/bench_epoch.py --official-src PATH --quick                           # CPU smoke run
 """
 
