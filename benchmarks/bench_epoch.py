@@ -58,10 +58,12 @@ from bench_official import (  # noqa: E402
     ModelSpec,
     OfficialSide,
     OurSide,
+    docs_section,
     load_official,
     map_official_state,
     official_src_problem,
     rewrite_marked_section,
+    timed,
 )
 from machine_info import machine_info, write_results  # noqa: E402
 
@@ -78,20 +80,11 @@ DOCS_MARKERS = {
 }
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed_epoch(fn: Callable[[], Any], device: torch.device) -> tuple[float, float | None]:
     """``(seconds, peak GPU GiB or None)`` of one call of ``fn``, the GPU synchronised at both ends."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    synchronize(device)
-    seconds = time.perf_counter() - t0
+    seconds = timed(fn, device)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return seconds, peak
 
@@ -269,23 +262,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def docs_section(results: dict[str, Any], table: str) -> str:
-    m = results["machine"]
-    start = ", ".join(f"{v:.2f}" for v in m["loadavg_start"])
-    dev = results["device"] + (f" ({results['device_name']})" if results.get("device_name") else "")
-    return "\n".join(
-        [
-            f"Machine: {m['cpu']}, `nproc` = {m['nproc']}, torch {m['torch']}, Python {m['python']}; device {dev}; "
-            f"{results['workers']} loader worker(s), {results['threads']} intra-op thread(s). Load average at the "
-            f"start {start}. Official code: commit `{results.get('official_commit') or 'unknown'}`.",
-            "",
-            f"Command: `{results['command']}`",
-            "",
-            table,
-        ]
-    )
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--official-src", default=None, help="local checkout of the paper's public code (has src/)")
@@ -341,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "amp": args.amp,
+        "data": f"the synthetic store below, read by {args.workers} loader worker(s) on our side; "
+        f"{torch.get_num_threads()} intra-op thread(s)",
         "rounds": args.rounds,
         "workers": args.workers,
         "threads": torch.get_num_threads(),
