@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from monai_ng.data.embedding_store import Bag, EmbeddingStore, StoreError
+from monai_ng.data.host_buffers import batch_empty
 
 __all__ = ["BagDataset", "collate_bags", "collate_packed_bags", "BagKeys", "bag_item"]
 
@@ -32,27 +33,37 @@ class BagKeys:
     N_SLICES = "n_slices"  # batch [B] int64
 
 
-# IEEE-754 exponent field per float width: all ones means inf or NaN
-_EXPONENT_BITS = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF0000000000000)}
 _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
-_FINITE_CHUNK = 1 << 15  # values per chunk of all_finite: temporaries of at most 64 KiB (uint16) to 256 KiB (uint64)
+_FINITE_CHUNK = 1 << 18  # values per chunk of all_finite: one reused temporary of 256-512 KiB (in cache)
 
 
 def all_finite(values: np.ndarray) -> bool:
-    """True when a float16/32/64 array holds no NaN or infinity.
+    """True when a floating-point array holds no NaN or infinity.
 
-    Tests the exponent bits of the raw words, which costs one pass over the data and no floating-point work (about
-    10x faster than ``np.isfinite`` on float16, and free of the OpenMP dispatch that ``torch.isfinite`` pays per
-    small bag on a busy machine). Other dtypes fall back to ``np.isfinite``.
+    One pass in chunks with one reused temporary (no allocation per chunk, no OpenMP dispatch as ``torch.isfinite``
+    pays per small bag on a busy machine). float16, which NumPy has no vectorised ``isfinite`` for, is tested on its
+    raw 16-bit words: with the sign cleared, a value is inf or NaN exactly when it is at least ``0x7C00`` (exponent
+    all ones), so the test is a mask and a vectorised ``max``. Measured on a 64-bag batch (2,600 x 768, 2-core CPU):
+    0.16 ms against 0.45 ms for a bitwise ``==`` test in 32 Ki chunks and 2.8 ms for ``np.isfinite``; float32 0.25
+    ms and float64 0.8 ms (chunked ``np.isfinite``) against 0.64 and 2.3 ms with the bitwise test.
     """
-    bits = _EXPONENT_BITS.get(values.dtype.itemsize) if values.dtype.kind == "f" else None
-    if bits is None or not values.flags.c_contiguous:
-        return bool(np.isfinite(values).all())
-    word, exponent = bits
-    flat = values.reshape(-1).view(word)
-    # in chunks, so that the two temporaries stay small (heap memory, in cache) whatever the size of ``values``
+    flat = values.reshape(-1)
+    if flat.dtype == np.float16:
+        flat = flat.view(np.uint16)  # same item size: a view for any strides
+        tmp = np.empty(min(_FINITE_CHUNK, flat.size), dtype=np.uint16)
+        for start in range(0, flat.size, _FINITE_CHUNK):
+            part = tmp[: min(_FINITE_CHUNK, flat.size - start)]
+            np.bitwise_and(flat[start : start + _FINITE_CHUNK], np.uint16(0x7FFF), out=part)
+            if part.max() >= 0x7C00:
+                return False
+        return True
+    if flat.dtype.kind not in "fc":
+        return bool(np.isfinite(flat).all())  # integers are finite; other dtypes: NumPy's own rule or error
+    ok = np.empty(min(_FINITE_CHUNK, flat.size), dtype=bool)
     for start in range(0, flat.size, _FINITE_CHUNK):
-        if np.any((flat[start : start + _FINITE_CHUNK] & word(exponent)) == word(exponent)):
+        part = ok[: min(_FINITE_CHUNK, flat.size - start)]
+        np.isfinite(flat[start : start + _FINITE_CHUNK], out=part)
+        if not part.all():
             return False
     return True
 
@@ -191,7 +202,7 @@ def collate_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype | None = No
     # OpenMP-parallel copy kernels, which on a loaded 2-core machine cost ~2 ms per bag instead of ~0.1 ms.
     # np.empty + zeroing each bag's padding tail writes every byte once; np.zeros would first fault in and zero the
     # whole (freshly mapped) buffer and then overwrite the valid rows: 1.7-1.8x slower on 64 x 768-d bags.
-    emb_np = np.empty((b, n, width), dtype=_fill_dtype(dtype))
+    emb_np = batch_empty((b, n, width), _fill_dtype(dtype))  # a recycled buffer when large (host_buffers)
     for k, (it, s) in enumerate(zip(items, lengths, strict=True)):
         emb_np[k, :s] = _as_numpy(it[BagKeys.EMBEDDINGS])
         emb_np[k, s:] = 0
@@ -229,8 +240,9 @@ def collate_packed_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype | No
     block = _whole_block([it[BagKeys.EMBEDDINGS] for it in items], sum(lengths), width, dtype)
     if block is not None:
         return _batch(items, lengths, block)
-    # one np.empty written once, row block by row block (the dtype conversion, if any, happens in that one write)
-    emb_np = np.empty((sum(lengths), width), dtype=_fill_dtype(dtype))
+    # one array written once, row block by row block (the dtype conversion, if any, happens in that one write), on a
+    # recycled buffer when large (monai_ng.data.host_buffers: no page faults on fresh memory)
+    emb_np = batch_empty((sum(lengths), width), _fill_dtype(dtype))
     np.concatenate([_as_numpy(it[BagKeys.EMBEDDINGS]) for it in items], axis=0, out=emb_np, casting="unsafe")
     return _batch(items, lengths, torch.from_numpy(emb_np).to(dtype))
 
@@ -325,6 +337,8 @@ def _common_dtype(dtypes: set[Any]) -> torch.dtype:
 def _as_numpy(values: Any) -> np.ndarray:
     """A CPU NumPy view of a tensor (no copy for CPU tensors) or array-like."""
     if isinstance(values, torch.Tensor):
+        if values.device.type == "cpu" and not values.requires_grad and values.dtype != torch.bfloat16:
+            return values.numpy()  # the usual item: no detach/cpu wrappers (64 of them cost ~0.2 ms per batch)
         values = values.detach().cpu()
         return (values.float() if values.dtype == torch.bfloat16 else values).numpy()
     return np.asarray(values)

@@ -215,6 +215,20 @@ def test_all_finite_exponent_bits(dtype):
         assert not all_finite(np.asfortranarray(np.stack([arr, ok])))  # non-contiguous fallback
 
 
+def test_all_finite_float16_every_bit_pattern():
+    """The float16 word test agrees with ``np.isfinite`` on all 65,536 values, signs and NaN payloads included."""
+    from monai_ng.data.bag_dataset import all_finite
+
+    words = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    values = words.view(np.float16)
+    expected = np.isfinite(values)
+    assert expected.sum() == 63488  # 2 x 31 finite exponents x 1024 mantissas
+    got = np.array([all_finite(values[i : i + 1]) for i in range(values.size)])
+    np.testing.assert_array_equal(got, expected)
+    assert all_finite(values[expected][::3])  # a strided 1-D view
+    assert not all_finite(values[::7])  # holds inf and NaN words (multiples of 7 in 0x7C00-0x7FFF)
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_all_finite_large_arrays_in_chunks(dtype):
     from monai_ng.data import bag_dataset
