@@ -33,7 +33,7 @@ class ABMIL(MILNetwork):
     Attributes:
         packed: (default ``"auto"``: True on the CPU, False on other devices, see
             :func:`~monai_ng.networks.mil_network.use_packed_path`) True: run the per-slice layers on the packed valid
-            slices ``[T, D]`` only (no work on padding) and pool per bag with one matrix-vector product per bag; set
+            slices ``[T, D]`` only (no work on padding) and pool with one attention-weighted segment sum; set
             False to run them on the padded ``[B, N, D]`` batch (the earlier path, kept for comparison and tests). Both
             give the same outputs (to float rounding) and draw the same dropout masks. An execution option, not an
             architecture argument, so it is an attribute rather than a constructor argument (not in

@@ -141,6 +141,27 @@ def test_pack_valid_slices_rows_order_and_weighted_sum():
     assert (grid[~mask] == -1.0).all() and torch.equal(bags.gather(grid), w)
 
 
+@pytest.mark.parametrize("x_grad", [False, True])
+def test_weighted_sum_gradients_and_its_counted_form(x_grad):
+    """Gradients in the weights (and rows) equal autograd through the explicit per-bag sums (float64, gradcheck),
+    mixed dtypes are promoted, and under a dispatch mode (FLOP counting) the per-bag products give the same values."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, mask = garbage_batch(4, scattered=True)
+    bags = pack_valid_slices(x, mask, torch.float64)
+    bags = bags._replace(x=bags.x.detach().requires_grad_(x_grad))
+    w = torch.rand(bags.x.shape[0], dtype=torch.float64, requires_grad=True)
+    inputs = (w, bags.x) if x_grad else (w,)
+    assert torch.autograd.gradcheck(lambda *t: bags._replace(x=t[1] if x_grad else bags.x).weighted_sum(t[0]), inputs)
+    with FlopCounterMode(display=False) as counter:
+        counted = bags.weighted_sum(w)
+    torch.testing.assert_close(counted, bags.weighted_sum(w), rtol=1e-12, atol=1e-12)
+    assert counter.get_total_flops() == 2 * bags.x.shape[0] * D
+    mixed = bags._replace(x=bags.x.detach().float()).weighted_sum(w.detach())  # float32 rows, float64 weights
+    assert mixed.dtype == torch.float64
+    torch.testing.assert_close(mixed, bags.weighted_sum(w).detach(), rtol=1e-6, atol=1e-6)
+
+
 def test_float16_batch_kept_by_collate_gives_the_same_outputs():
     rng = np.random.default_rng(0)
     items = [
