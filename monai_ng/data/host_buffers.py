@@ -38,17 +38,18 @@ __all__ = [
 class _Lease:
     """Owner of one handed-out buffer: arrays made from it keep it alive; its finaliser gives the buffer back."""
 
-    __slots__ = ("__array_interface__", "_buffer", "_pool")
+    __slots__ = ("__array_interface__", "_buffer", "_pool", "_generation")
 
     def __init__(self, buffer: np.ndarray, pool: HostBufferPool) -> None:
         self._buffer = buffer
         self._pool = weakref.ref(pool)
+        self._generation = pool._generation
         self.__array_interface__ = buffer.__array_interface__
 
     def __del__(self) -> None:
         pool = self._pool()
         if pool is not None:
-            pool._give_back(self._buffer)
+            pool._give_back(self._buffer, self._generation)
 
 
 class HostBufferPool:
@@ -80,6 +81,7 @@ class HostBufferPool:
         self.headroom = float(headroom)
         self._free: list[np.ndarray] = []
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by clear(): buffers handed out before it are not taken back
         self.reused = 0  #: requests served from a free buffer
         self.allocated = 0  #: pooled buffers allocated (requests of at least ``min_bytes`` that found none free)
 
@@ -115,11 +117,12 @@ class HostBufferPool:
             self.reused += 1
             return self._free.pop(best)
 
-    def _give_back(self, buffer: np.ndarray) -> None:
-        """Called by a lease's finaliser: keep ``buffer`` if it is among the ``max_free`` largest free ones."""
+    def _give_back(self, buffer: np.ndarray, generation: int) -> None:
+        """Called by a lease's finaliser: keep ``buffer`` if it is among the ``max_free`` largest free ones (and was
+        handed out after the last :meth:`clear`)."""
         # A finaliser may run inside ``_take`` (the garbage collector can start anywhere): never wait on the lock
         # there; a buffer that cannot be kept now is simply freed.
-        if not self._lock.acquire(blocking=False):
+        if generation != self._generation or self.max_free == 0 or not self._lock.acquire(blocking=False):
             return
         try:
             self._free.append(buffer)
@@ -140,9 +143,10 @@ class HostBufferPool:
             return sum(b.nbytes for b in self._free)
 
     def clear(self) -> None:
-        """Drop every free buffer (arrays in use keep theirs; those are dropped in turn when their arrays die)."""
+        """Drop every free buffer; the buffers of arrays still in use are freed, not kept, when those arrays die."""
         with self._lock:
             self._free.clear()
+            self._generation += 1
 
     def __repr__(self) -> str:
         return (

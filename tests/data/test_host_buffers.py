@@ -105,6 +105,20 @@ def test_best_fit_and_the_cap_on_free_buffers():
     assert pool.empty(50, np.uint8).nbytes == 50 and pool.allocated == 5
 
 
+def test_clear_drops_free_buffers_and_those_still_in_use():
+    pool = HostBufferPool(min_bytes=1)
+    kept, dropped = pool.empty(64, np.uint8), pool.empty(32, np.uint8)
+    del dropped
+    assert pool.free_buffers == 1
+    pool.clear()
+    assert pool.free_buffers == 0 and pool.free_bytes == 0
+    del kept  # handed out before clear(): freed, not kept
+    assert pool.free_buffers == 0
+    again = pool.empty(16, np.uint8)
+    del again  # handed out after clear(): kept again
+    assert pool.free_buffers == 1
+
+
 def test_small_requests_and_a_disabled_pool_are_plain_arrays():
     pool = HostBufferPool(min_bytes=1024)
     a = pool.empty(1023, np.uint8)
