@@ -222,7 +222,7 @@ class PackedBags(NamedTuple):
         loop over bags; differentiable in ``weights`` (and in ``x``). Computed in the promoted dtype of the two.
         Measured against one matrix-vector product per bag (64 bags, 768-d, 2-core CPU; forward / forward + backward in
         ``weights``): 0.13 / 0.37 ms against 0.42 / 0.95 ms for 20-60 slices, 3.4 / 5.1 ms against 2.9 / 7.0 ms for
-        100-300 slices at 1 thread, and 2.3-2.7x faster in all four at 2 threads.
+        100-300 slices at 1 thread, and 2.0-5.8x faster in all four at 2 threads.
         """
         dtype = torch.promote_types(weights.dtype, self.x.dtype)
         if _get_current_dispatch_mode() is not None:
