@@ -4,7 +4,7 @@ Why :class:`~monai_ng.data.host_buffers.HostBufferPool` exists: this measures it
 (:func:`~monai_ng.data.collate_packed_bags`) of float32 items held in memory makes one large array per 64-bag batch
 (``[T, 768]``; the path of ``benchmarks/bench_official.py`` and of any in-memory dataset). (A training loader on an
 embedding store takes another path: ``BagDataset.__getitems__`` reads one block that the collate takes as it is. Pooling
-that read was measured too, 0.90-1.09x, neutral, and is not done; see ``docs/performance.md``.)
+that read was measured too, 0.95-1.09x over 21 rounds, neutral, and is not done; see ``docs/performance.md``.)
 
 Both for bags of 20-60 and 100-300 slices, while the last ``--keep`` batches stay alive (as in a training loop: the
 batch being built, the one in the engine's state, one more in its output), one batch after another, either back to

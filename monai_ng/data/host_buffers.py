@@ -2,9 +2,9 @@
 
 Why (issue 12, measured in ``benchmarks/bench_collate.py``; numbers in ``docs/performance.md``): a batch of 64 bags is
 one large array (``[T, D]``: 7.6 MB float32 for 64 bags of 20-60 slices, 40 MB for 100-300), written once by the
-collate or the store read and dropped a step later. glibc hands such a block out as fresh pages, either from ``mmap``
-or from a heap top it trimmed back to the kernel when the previous batches were freed (which happens whenever two or
-three batches are alive at once, as in a training loop that collates the next batch before dropping the last). Every
+collate and dropped a step later. glibc hands such a block out as fresh pages, either from ``mmap`` or from a heap
+top it may have trimmed back to the kernel when earlier batches were freed; how often depends on what else the
+process allocates (fresh short-bag collates took 1.0-2.3 ms across runs, recycled ones 0.94-1.51 ms). Every
 fresh 4 KiB page then costs a page fault with the kernel zeroing it before the first byte is written: on the 2-core
 development VM, filling a fresh 7.6 MB array took 1.8-2.1 ms (NumPy's huge-page ``madvise``) to 5 ms (4 KiB pages),
 and the same copy into memory already mapped 0.35-0.4 ms. Neither PyTorch (no caching allocator for pageable CPU
