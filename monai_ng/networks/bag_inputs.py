@@ -214,6 +214,42 @@ class PackedBags(NamedTuple):
         """Per-row values ``[T]`` of a padded grid ``[B, N]``; differentiable."""
         return grid.reshape(-1).index_select(0, self.index)
 
+    def groups(self, max_rows: int) -> list[PackedBags]:
+        """Split into runs of consecutive bags of at most ``max_rows`` rows each (a longer bag is a group alone).
+
+        Each group is a :class:`PackedBags` of its own (rows, grid positions and bag indices renumbered from 0) on a
+        grid of the same width ``N``, so per-group grids ``[B_g, N, ...]`` concatenate along dim 0 back to the batch's.
+        The rows are views (``narrow``), not copies.
+
+        Args:
+            max_rows: the row budget of a group, >= 1.
+
+        Raises:
+            ValueError: ``max_rows`` < 1.
+        """
+        if max_rows < 1:
+            raise ValueError(f"PackedBags.groups: max_rows must be >= 1, got {max_rows}.")
+        batch, length = self.shape
+        cuts, rows = [0], 0
+        for b, n in enumerate(self.lengths):
+            if rows and rows + n > max_rows:
+                cuts.append(b)
+                rows = 0
+            rows += n
+        cuts.append(batch)
+        if len(cuts) == 2:
+            return [self]
+        out, first_row = [], 0
+        for start, stop in itertools.pairwise(cuts):
+            lengths = self.lengths[start:stop]
+            n_rows = sum(lengths)
+            index = self.index.narrow(0, first_row, n_rows) - start * length
+            bag = self.bag.narrow(0, first_row, n_rows) - start
+            x = self.x.narrow(0, first_row, n_rows)
+            out.append(PackedBags(x, index, bag, (stop - start, length), lengths, self.mask[start:stop]))
+            first_row += n_rows
+        return out
+
     def weighted_sum(self, weights: Tensor) -> Tensor:
         """Per-bag weighted sum of the rows, ``[B, D]`` with ``out[b] = sum_{t in bag b} weights[t] * x[t]``.
 

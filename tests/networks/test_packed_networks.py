@@ -292,3 +292,80 @@ def test_packed_trains_under_bfloat16_autocast_like_the_padded_path(name):
     assert torch.isfinite(grads[1]).all()
     # bfloat16 has 8 bits of mantissa: the two paths round differently, but agree to bfloat16 precision
     torch.testing.assert_close(grads[1], grads[0], atol=2e-2 * float(grads[0].abs().max()), rtol=0.0)
+
+
+def test_packed_bags_groups_split_consecutive_bags_within_the_row_budget():
+    x, mask = garbage_batch(5, scattered=True)  # lengths 7, 1, 13, 4, 13
+    bags = pack_valid_slices(x, mask, torch.float32)
+    assert bags.groups(1000) == [bags]  # within budget: the batch itself
+    groups = bags.groups(12)
+    # greedy runs: [7, 1] (8 rows; 8 + 13 > 12), [13] alone (over budget), [4] (4 + 13 > 12), [13]
+    assert [g.lengths for g in groups] == [(7, 1), (13,), (4,), (13,)]
+    assert [g.shape for g in groups] == [(2, 15), (1, 15), (1, 15), (1, 15)]
+    assert torch.equal(torch.cat([g.x for g in groups]), bags.x)
+    assert groups[2].x.data_ptr() == bags.x[21:].data_ptr()  # views, not copies
+    torch.testing.assert_close(torch.cat([g.mask for g in groups]), mask, rtol=0, atol=0)
+    w = torch.rand(bags.x.shape[0])
+    pieces = w.split([sum(g.lengths) for g in groups])
+    # grids rebuilt per group concatenate to the batch's grid; bag indices and weighted sums renumbered per group
+    torch.testing.assert_close(
+        torch.cat([g.scatter(p, -2.0) for g, p in zip(groups, pieces, strict=True)]), bags.scatter(w, -2.0)
+    )
+    torch.testing.assert_close(
+        torch.cat([g.weighted_sum(p) for g, p in zip(groups, pieces, strict=True)]), bags.weighted_sum(w)
+    )
+    assert [g.bag.tolist() for g in groups][0] == [0] * 7 + [1]
+    for g, p in zip(groups, pieces, strict=True):
+        torch.testing.assert_close(g.gather(g.scatter(p)), p, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="max_rows must be >= 1, got 0"):
+        bags.groups(0)
+
+
+@pytest.mark.parametrize("kwargs", [{"hidden": None, "num_heads": 2}, {"hidden": 8, "num_heads": 2, "num_layers": 3}])
+def test_transmil_bag_groups_give_the_outputs_and_gradients_of_one_group(kwargs, monkeypatch):
+    torch.manual_seed(4)
+    whole = build_mil_network("transmil", D, **kwargs)
+    grouped = build_mil_network("transmil", D, **kwargs)
+    grouped.load_state_dict(whole.state_dict())
+    whole.group_bytes = None
+    grouped.group_bytes = 3 * grouped.hidden * 4 * 16  # 16 rows per group: lengths 7, 1, 13, 4, 13 -> 4 groups
+    calls = []
+    run = grouped._forward_group
+    monkeypatch.setattr(grouped, "_forward_group", lambda bags: calls.append(bags.lengths) or run(bags))
+    x, mask = garbage_batch(6)
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
+    outs, grads = [], []
+    for net in (whole, grouped):
+        net.train()
+        out = net(x, mask)
+        MILObjective(ng_weight=1.0)(out, {"label": labels, "mask": mask}).backward()
+        outs.append(out)
+        grads.append({k: p.grad.clone() for k, p in net.named_parameters()})
+    assert calls == [(7, 1), (13,), (4,), (13,)]
+    torch.testing.assert_close(outs[1].logits, outs[0].logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(outs[1].attention, outs[0].attention, atol=1e-6, rtol=0)
+    assert (outs[1].attention[~mask] == 0).all()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], atol=1e-6, rtol=1e-5)
+
+
+def test_transmil_bag_groups_rule_and_bad_budget():
+    x, mask = garbage_batch(6)
+    bags = pack_valid_slices(x, mask, torch.float32)
+    net = build_mil_network("transmil", D, num_heads=2)
+    assert net.group_bytes == 24 * 2**20 and "group_bytes" not in net.build_arguments
+    assert net.bag_groups(bags) == [bags]  # 38 rows of 24-d: far under the default budget
+    net.group_bytes = 3 * D * 4 * 16
+    assert len(net.bag_groups(bags)) == 4
+    net.group_bytes = 1  # below one row: still one bag per group
+    assert [g.lengths for g in net.bag_groups(bags)] == [(n,) for n in LENGTHS]
+    dropping = build_mil_network("transmil", D, num_heads=2, dropout=0.1)
+    dropping.group_bytes = 3 * D * 4 * 16
+    assert len(dropping.train().bag_groups(bags)) == 1  # dropout active: the padded path's draws are kept
+    assert len(dropping.eval().bag_groups(bags)) == 4
+    net.group_bytes = None
+    assert net.bag_groups(bags) == [bags]
+    for bad in (0, -5, 2.5, True, "24M"):
+        net.group_bytes = bad
+        with pytest.raises(ValueError, match="group_bytes must be None or a positive int"):
+            net.bag_groups(bags)
