@@ -242,9 +242,27 @@ def collate_packed_bags(items: Sequence[dict[str, Any]], dtype: torch.dtype | No
         return _batch(items, lengths, block)
     # one array written once, row block by row block (the dtype conversion, if any, happens in that one write), on a
     # recycled buffer when large (monai_ng.data.host_buffers: no page faults on fresh memory)
+    embeddings = [it[BagKeys.EMBEDDINGS] for it in items]
     emb_np = batch_empty((sum(lengths), width), _fill_dtype(dtype))
-    np.concatenate([_as_numpy(it[BagKeys.EMBEDDINGS]) for it in items], axis=0, out=emb_np, casting="unsafe")
-    return _batch(items, lengths, torch.from_numpy(emb_np).to(dtype))
+    out = torch.from_numpy(emb_np)
+    if all(_plain_cpu_tensor(e, out.dtype) for e in embeddings):
+        # the usual items: torch.cat's copy runs on the intra-op threads, where NumPy's is single-threaded (64 bags of
+        # 100-300 slices at 2 threads: 2.0-2.6 ms against 3.5-3.9 ms; 20-60 slices at 1 thread: 0.43-0.48 ms against
+        # 0.52-0.55 ms; one-off A/B on the 2-core development machine, recycled buffers both ways)
+        torch.cat(embeddings, out=out)
+    else:
+        np.concatenate([_as_numpy(e) for e in embeddings], axis=0, out=emb_np, casting="unsafe")
+    return _batch(items, lengths, out.to(dtype))
+
+
+def _plain_cpu_tensor(values: Any, dtype: torch.dtype) -> bool:
+    """Whether ``values`` is a plain CPU tensor of ``dtype`` outside autograd (``torch.cat(out=...)`` can take it)."""
+    return (
+        type(values) is torch.Tensor
+        and values.dtype == dtype
+        and values.device.type == "cpu"
+        and not values.requires_grad
+    )
 
 
 def _whole_block(embeddings: list[Any], total: int, width: int, dtype: torch.dtype) -> torch.Tensor | None:

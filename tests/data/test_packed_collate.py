@@ -150,3 +150,31 @@ def test_slice_labels_grid_whatever_their_container(collate):
     shifted[2][BagKeys.SLICE_LABELS] = torch.cat([items[2][BagKeys.SLICE_LABELS], torch.zeros(1, dtype=torch.int8)])
     with pytest.raises(ValueError):
         collate(shifted)
+
+
+def test_either_copy_path_writes_the_same_rows():
+    # plain float32 tensors take torch.cat into the (recycled, > 1 MiB) buffer; anything else NumPy's concatenate
+    rng = np.random.default_rng(3)
+    lengths = (300, 1, 257, 40)
+    blocks = [rng.standard_normal((n, 768)).astype(np.float32) for n in lengths]
+    expected = torch.from_numpy(np.concatenate(blocks))
+    base = _items(lengths=lengths)
+    variants = {
+        "tensors": [torch.from_numpy(b) for b in blocks],
+        "numpy": blocks,
+        "non-contiguous": [torch.from_numpy(np.asfortranarray(b)) for b in blocks],
+        "requires_grad": [torch.from_numpy(b.copy()).requires_grad_(k == 2) for k, b in enumerate(blocks)],
+        "mixed": [torch.from_numpy(b) if k % 2 else b for k, b in enumerate(blocks)],
+    }
+    for name, embeddings in variants.items():
+        items = [{**it, BagKeys.EMBEDDINGS: e} for it, e in zip(base, embeddings, strict=True)]
+        batch = collate_packed_bags(items)
+        assert batch[BagKeys.EMBEDDINGS].dtype == torch.float32, name
+        assert torch.equal(batch[BagKeys.EMBEDDINGS], expected), name
+        assert not batch[BagKeys.EMBEDDINGS].requires_grad, name
+    # float16 items into a float32 batch are converted in the same single write, exactly
+    half = [
+        {**it, BagKeys.EMBEDDINGS: torch.from_numpy(b.astype(np.float16))} for it, b in zip(base, blocks, strict=True)
+    ]
+    got = collate_packed_bags(half, dtype=torch.float32)[BagKeys.EMBEDDINGS]
+    assert torch.equal(got, torch.from_numpy(np.concatenate(blocks).astype(np.float16).astype(np.float32)))
