@@ -121,7 +121,12 @@ class _FusedLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _onednn(grad, weight.t(), None, "none")  # [M, O] @ [O, K]
         if ctx.needs_input_grad[1]:
-            grad_w = grad.t().mm(x)  # [O, M] @ [M, K]
+            if weight.shape[0] < weight.shape[1]:
+                # narrow outputs (ABMIL / SmAP's 768 -> 128): [K, M] @ [M, O], transposed back, runs faster than the
+                # product below; 64 bags, 2 threads: 2.57 vs 2.80 ms (20-60 slices), 13.8 vs 15.9 ms (100-300)
+                grad_w = x.t().mm(grad).t()
+            else:  # TransMIL's 768 -> 768 and 768 -> 2304: the two forms took the same time
+                grad_w = grad.t().mm(x)  # [O, M] @ [M, K]
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum(0)
         return grad_x, grad_w, grad_b, None

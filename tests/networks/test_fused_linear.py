@@ -48,8 +48,9 @@ def reference64(x, w, b, activation):
 @needs_onednn
 @pytest.mark.parametrize("activation", ["none", "tanh", "relu"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_values_and_gradients_match_a_float64_reference(activation, bias):
-    x, w, b = operands(bias=bias)
+@pytest.mark.parametrize("o", [12, 60])  # narrower and wider than k = 40: the two weight-gradient products
+def test_values_and_gradients_match_a_float64_reference(activation, bias, o):
+    x, w, b = operands(o=o, bias=bias)
     # keep pre-activations away from relu's kink so that float rounding cannot flip a gradient
     if activation == "relu":
         pre = F.linear(x, w, b)
