@@ -45,22 +45,24 @@ def pair(name: str, **kwargs):
     return old, new
 
 
+def train_step_grads(net, x, mask, labels):
+    """One training-mode forward and NG-objective backward: ``(output, {parameter name: gradient})``."""
+    net.train()
+    out = net(x, mask)
+    assert (out.attention[~mask] == 0).all() and torch.isfinite(out.logits).all()
+    loss = MILObjective(ng_weight=1.0)(out, {"label": labels, "mask": mask})
+    net.zero_grad()
+    loss.backward()
+    return out, {k: p.grad.clone() for k, p in net.named_parameters()}
+
+
 @pytest.mark.parametrize("name", ["abmil", "abmil_gated"])
 @pytest.mark.parametrize("scattered", [False, True])
 def test_packed_equals_padded_outputs_and_gradients(name, scattered):
     old, new = pair(name)
     x, mask = garbage_batch(1, scattered=scattered)
     labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
-    grads = []
-    for net in (old, new):
-        net.train()
-        out = net(x, mask)
-        assert (out.attention[~mask] == 0).all()
-        assert torch.isfinite(out.logits).all()
-        loss = MILObjective(ng_weight=1.0)(out, {"label": labels, "mask": mask})
-        net.zero_grad()
-        loss.backward()
-        grads.append({k: p.grad.clone() for k, p in net.named_parameters()})
+    grads = [train_step_grads(net, x, mask, labels)[1] for net in (old, new)]
     a, b = old(x, mask), new(x, mask)
     torch.testing.assert_close(b.logits, a.logits, atol=1e-6, rtol=0)
     torch.testing.assert_close(b.attention, a.attention, atol=1e-6, rtol=0)
@@ -215,15 +217,8 @@ def test_order_aware_packed_equals_padded_outputs_and_gradients(name, kwargs):
     labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
     grads, outs = [], []
     for net in (old, new):
-        net.train()
-        out = net(x, mask)
-        assert (out.attention[~mask] == 0).all() and torch.isfinite(out.logits).all()
-        loss = MILObjective(ng_weight=1.0)(out, {"label": labels, "mask": mask})
-        net.zero_grad()
-        loss.backward()
-        grads.append({k: p.grad.clone() for k, p in net.named_parameters()})
-        net.eval()
-        outs.append(net(x, mask))
+        grads.append(train_step_grads(net, x, mask, labels)[1])
+        outs.append(net.eval()(x, mask))
     torch.testing.assert_close(outs[1].logits, outs[0].logits, atol=1e-6, rtol=0)
     torch.testing.assert_close(outs[1].attention, outs[0].attention, atol=1e-6, rtol=0)
     torch.testing.assert_close(outs[1].attention.sum(1), torch.ones_like(outs[1].attention[:, 0]))
@@ -334,17 +329,10 @@ def test_transmil_bag_groups_give_the_outputs_and_gradients_of_one_group(kwargs,
     monkeypatch.setattr(grouped, "_forward_group", lambda bags: calls.append(bags.lengths) or run(bags))
     x, mask = garbage_batch(6)
     labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
-    outs, grads = [], []
-    for net in (whole, grouped):
-        net.train()
-        out = net(x, mask)
-        MILObjective(ng_weight=1.0)(out, {"label": labels, "mask": mask}).backward()
-        outs.append(out)
-        grads.append({k: p.grad.clone() for k, p in net.named_parameters()})
+    outs, grads = zip(*(train_step_grads(net, x, mask, labels) for net in (whole, grouped)), strict=True)
     assert calls == [(7, 1), (13,), (4,), (13,)]
     torch.testing.assert_close(outs[1].logits, outs[0].logits, atol=1e-6, rtol=0)
     torch.testing.assert_close(outs[1].attention, outs[0].attention, atol=1e-6, rtol=0)
-    assert (outs[1].attention[~mask] == 0).all()
     for k in grads[0]:
         torch.testing.assert_close(grads[1][k], grads[0][k], atol=1e-6, rtol=1e-5)
 
