@@ -214,7 +214,7 @@ class PackedBags(NamedTuple):
         """Per-row values ``[T]`` of a padded grid ``[B, N]``; differentiable."""
         return grid.reshape(-1).index_select(0, self.index)
 
-    def groups(self, max_rows: int) -> list[PackedBags]:
+    def groups(self, max_rows: int, per_bag: int = 0) -> list[PackedBags]:
         """Split into runs of consecutive bags of at most ``max_rows`` rows each (a longer bag is a group alone).
 
         Each group is a :class:`PackedBags` of its own (rows, grid positions and bag indices renumbered from 0) on a
@@ -223,19 +223,22 @@ class PackedBags(NamedTuple):
 
         Args:
             max_rows: the row budget of a group, >= 1.
+            per_bag: rows each bag counts beyond its slices (1 for a class token a network adds per bag), >= 0.
 
         Raises:
-            ValueError: ``max_rows`` < 1.
+            ValueError: ``max_rows`` < 1 or ``per_bag`` < 0.
         """
         if max_rows < 1:
             raise ValueError(f"PackedBags.groups: max_rows must be >= 1, got {max_rows}.")
+        if per_bag < 0:
+            raise ValueError(f"PackedBags.groups: per_bag must be >= 0, got {per_bag}.")
         batch, length = self.shape
         cuts, rows = [0], 0
         for b, n in enumerate(self.lengths):
-            if rows and rows + n > max_rows:
+            if rows and rows + n + per_bag > max_rows:
                 cuts.append(b)
                 rows = 0
-            rows += n
+            rows += n + per_bag
         cuts.append(batch)
         if len(cuts) == 2:
             return [self]

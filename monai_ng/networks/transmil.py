@@ -374,10 +374,11 @@ class TransMIL(MILNetwork):
         Why: glibc hands every host allocation above its mmap threshold (at most 32 MiB) out as fresh pages and gives
         them back on ``free``, so on 64 bags of 100-300 slices each ``[T + B, 3C]`` (about 120 MB) or ``[T + B, C]``
         temporary page-faults anew at every step; in groups of at most :attr:`group_bytes` per ``[rows, 3C]``
-        activation they are reused from the heap instead. Measured on the 2-core development machine (TransMIL+NG,
-        64 bags of 100-300 slices, one training step): 3.0 s in one group against 2.5-2.6 s in 4-8 groups at 1
-        thread, 1.61 s against 1.35 s at 2 threads; on 20-60-slice bags (one ~25 MB activation) grouping gave
-        nothing, and the default budget leaves such a batch whole. See ``docs/performance.md``.
+        activation (``rows``: a group's tokens, class tokens included) they are reused from the heap instead.
+        Measured on the 2-core development machine (TransMIL+NG, 64 bags of 100-300 slices, one training step):
+        3.05 s in one group against 2.62 s with the default budget at 1 thread, 1.71 s against 1.44 s at 2 threads;
+        on 20-60-slice bags (one ~25 MB activation) grouping gave nothing (the default budget, 2,730 tokens of 768
+        float32 values, leaves most such batches whole). See ``docs/performance.md``.
 
         One group (the whole batch) when :attr:`group_bytes` is ``None``, off the CPU (the allocator above is the
         host's), or while training with dropout active (so that the dropout draws stay those of the padded path).
@@ -391,8 +392,8 @@ class TransMIL(MILNetwork):
         dropout_active = self.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.modules())
         if budget is None or bags.x.device.type != "cpu" or dropout_active:
             return [bags]
-        rows = budget // (3 * self.hidden * bags.x.element_size())
-        return bags.groups(max(1, rows))
+        rows = budget // (3 * self.hidden * bags.x.element_size())  # tokens: the slices and each bag's class token
+        return bags.groups(max(1, rows), per_bag=1)
 
     def _forward_group(self, bags: PackedBags) -> MILOutput:
         """The packed forward of one group of bags (:meth:`forward_packed`)."""

@@ -312,8 +312,14 @@ def test_packed_bags_groups_split_consecutive_bags_within_the_row_budget():
     assert [g.bag.tolist() for g in groups][0] == [0] * 7 + [1]
     for g, p in zip(groups, pieces, strict=True):
         torch.testing.assert_close(g.gather(g.scatter(p)), p, rtol=0, atol=0)
+    # one more row per bag (a class token): [7, 1] now counts 10 rows, [4] 5
+    assert [g.lengths for g in bags.groups(10, per_bag=1)] == [(7, 1), (13,), (4,), (13,)]
+    assert [g.lengths for g in bags.groups(9, per_bag=1)] == [(7,), (1,), (13,), (4,), (13,)]
+    assert [g.lengths for g in bags.groups(9)] == [(7, 1), (13,), (4,), (13,)]
     with pytest.raises(ValueError, match="max_rows must be >= 1, got 0"):
         bags.groups(0)
+    with pytest.raises(ValueError, match="per_bag must be >= 0, got -1"):
+        bags.groups(5, per_bag=-1)
 
 
 @pytest.mark.parametrize("kwargs", [{"hidden": None, "num_heads": 2}, {"hidden": 8, "num_heads": 2, "num_layers": 3}])
@@ -323,7 +329,7 @@ def test_transmil_bag_groups_give_the_outputs_and_gradients_of_one_group(kwargs,
     grouped = build_mil_network("transmil", D, **kwargs)
     grouped.load_state_dict(whole.state_dict())
     whole.group_bytes = None
-    grouped.group_bytes = 3 * grouped.hidden * 4 * 16  # 16 rows per group: lengths 7, 1, 13, 4, 13 -> 4 groups
+    grouped.group_bytes = 3 * grouped.hidden * 4 * 16  # 16 tokens per group: 8, 2, 14, 5, 14 -> 4 groups
     calls = []
     run = grouped._forward_group
     monkeypatch.setattr(grouped, "_forward_group", lambda bags: calls.append(bags.lengths) or run(bags))
