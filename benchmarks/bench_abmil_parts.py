@@ -164,21 +164,18 @@ def copy_rates(megabytes: int = 256, repeats: int = 3) -> dict[str, float]:
     return {"numpy_gb_per_s": src.nbytes / numpy_ms / 1e6, "torch_gb_per_s": src.nbytes / torch_ms / 1e6}
 
 
+def _parts_table(results: dict[str, Any], key: str, names: tuple[str, ...], title: str, total: str) -> list[str]:
+    """Markdown lines of one table of timed parts (``row[key][name]`` ms per batch), with their sum."""
+    lines = [title, "", "| bags | threads | " + " | ".join(names) + f" | {total} |", "|---" * (len(names) + 3) + "|"]
+    for row in results["rows"]:
+        cells = [f"{row[key][k]:.2f}" for k in names] + [f"{sum(row[key].values()):.2f}"]
+        lines.append(f"| {row['regime']} | {row['threads']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
-    head = "| bags | threads | " + " | ".join(EVAL_STAGES) + " | eval sum |"
-    lines = ["Eval pass, ms per 64-bag batch, in context:", "", head, "|---" * (len(EVAL_STAGES) + 3) + "|"]
-    for row in results["rows"]:
-        cells = [f"{row['eval'][k]:.2f}" for k in EVAL_STAGES]
-        lines.append(
-            f"| {row['regime']} | {row['threads']} | " + " | ".join(cells) + f" | {sum(row['eval'].values()):.2f} |"
-        )
-    head = "| bags | threads | " + " | ".join(TRAIN_PHASES) + " | step sum |"
-    lines += ["", "Training step, ms per 64-bag batch:", "", head, "|---" * (len(TRAIN_PHASES) + 3) + "|"]
-    for row in results["rows"]:
-        cells = [f"{row['train'][k]:.2f}" for k in TRAIN_PHASES]
-        lines.append(
-            f"| {row['regime']} | {row['threads']} | " + " | ".join(cells) + f" | {sum(row['train'].values()):.2f} |"
-        )
+    lines = _parts_table(results, "eval", EVAL_STAGES, "Eval pass, ms per 64-bag batch, in context:", "eval sum")
+    lines += [""] + _parts_table(results, "train", TRAIN_PHASES, "Training step, ms per 64-bag batch:", "step sum")
     lines += [
         "",
         "Floors:",

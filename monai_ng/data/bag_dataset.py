@@ -272,7 +272,7 @@ def _whole_block(embeddings: list[Any], total: int, width: int, dtype: torch.dty
     say) is copied as usual, so that a batch never pins or shares more memory than its own.
     """
     first = embeddings[0]
-    if type(first) is not torch.Tensor or first.dtype != dtype or first.device.type != "cpu" or first.requires_grad:
+    if not _plain_cpu_tensor(first, dtype):
         return None
     storage = first.untyped_storage()
     step = width * first.element_size()

@@ -47,5 +47,6 @@ def test_main_writes_every_stage_phase_and_floor(bench, tmp_path):
 
 
 def test_bad_arguments_are_refused(bench, tmp_path):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         bench.main(["--rounds", "0", "--out", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 2 and not (tmp_path / "x.json").exists()
