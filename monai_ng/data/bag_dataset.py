@@ -260,7 +260,7 @@ def _plain_cpu_tensor(values: Any, dtype: torch.dtype) -> bool:
     return (
         type(values) is torch.Tensor
         and values.dtype == dtype
-        and values.device.type == "cpu"
+        and values.is_cpu  # not .device.type: building a device object costs ~0.3 us per item, 64 per batch
         and not values.requires_grad
     )
 
@@ -322,7 +322,7 @@ def _batch(items: Sequence[dict[str, Any]], lengths: list[int], embeddings: torc
     sl_np = np.full((b, n), -1, dtype=np.int8)
     labels = [it[BagKeys.SLICE_LABELS] for it in items]
     if (
-        all(type(t) is torch.Tensor and t.dim() == 1 and t.device.type == "cpu" for t in labels)
+        all(type(t) is torch.Tensor and t.dim() == 1 and t.is_cpu for t in labels)
         and [int(t.shape[0]) for t in labels] == lengths
     ):
         # the usual case (BagDataset items): one concatenation and one masked write in row-major order; for 64 bags
@@ -355,7 +355,7 @@ def _common_dtype(dtypes: set[Any]) -> torch.dtype:
 def _as_numpy(values: Any) -> np.ndarray:
     """A CPU NumPy view of a tensor (no copy for CPU tensors) or array-like."""
     if isinstance(values, torch.Tensor):
-        if values.device.type == "cpu" and not values.requires_grad and values.dtype != torch.bfloat16:
+        if values.is_cpu and not values.requires_grad and values.dtype != torch.bfloat16:
             return values.numpy()  # the usual item: no detach/cpu wrappers (64 of them cost ~0.2 ms per batch)
         values = values.detach().cpu()
         return (values.float() if values.dtype == torch.bfloat16 else values).numpy()
