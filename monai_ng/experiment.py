@@ -258,7 +258,8 @@ class ExperimentConfig:
         drop_last: drop the last incomplete batch of the shuffled train loader (the paper's loader), provided the
             train part holds at least one full batch.
         device: torch device.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers. On a CUDA ``device`` with workers, the loaders pin their batches in page-locked
+            host memory and the trainer and evaluators copy them to the GPU without blocking.
     """
 
     lrs: Sequence[float] = (1e-2, 1e-1)
@@ -372,6 +373,9 @@ def _loader(store: EmbeddingStore, idx: np.ndarray, cfg: ExperimentConfig, shuff
         shuffle=shuffle,
         collate_fn=collate_packed_bags,  # embeddings [T, D]: no padding written, every network takes it as is
         num_workers=cfg.num_workers,
+        # page-locked batches that the trainer copies without blocking, on a GPU with loader workers (pinned by the
+        # loader's own thread, beside the training loop): the configuration of the GPU epoch in docs/performance.md
+        pin_memory=cfg.num_workers > 0 and torch.device(cfg.device).type == "cuda",
         generator=g if shuffle else None,
         # the shuffled train loader drops its last incomplete batch, unless that would leave no batch at all
         drop_last=shuffle and cfg.drop_last and len(idx) >= cfg.batch_size,

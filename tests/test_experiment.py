@@ -222,3 +222,13 @@ def test_cli_paper_grid_legacy_and_switches(easy_store, tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse("--ceiling-kernel", "pelvis")
     assert "abdomen (29)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("device", "workers", "pinned"), [("cuda", 2, True), ("cuda", 0, False), ("cpu", 2, False)])
+def test_loaders_pin_batches_on_a_gpu_with_workers(easy_store, device, workers, pinned):
+    from monai_ng.data import EmbeddingStore
+    from monai_ng.experiment import _loader
+
+    cfg = ExperimentConfig(batch_size=16, device=device, num_workers=workers)
+    for shuffle in (True, False):  # built only: nothing is iterated, so no GPU is needed
+        assert _loader(EmbeddingStore(easy_store), np.arange(50), cfg, shuffle, 1).pin_memory is pinned

@@ -47,11 +47,13 @@ def build_evaluator(
 ) -> SupervisedEvaluator:
     """A MONAI ``SupervisedEvaluator`` over bag batches with scan and localization metrics."""
     key, extra = evaluation_metrics(with_localization)
+    device = torch.device(device)
     return SupervisedEvaluator(
-        device=torch.device(device),
+        device=device,
         val_data_loader=loader,
         network=network,
         prepare_batch=prepare_bag_batch,
+        non_blocking=device.type == "cuda",  # asynchronous when the loader pins its batches; synchronous otherwise
         key_val_metric=key,
         additional_metrics=extra,
         val_handlers=handlers,

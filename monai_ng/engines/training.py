@@ -152,6 +152,7 @@ def train_mil(
         optimizer=optimizer,
         loss_function=objective,
         prepare_batch=prepare_bag_batch,
+        non_blocking=device.type == "cuda",  # asynchronous when the loader pins its batches; synchronous otherwise
         train_handlers=train_handlers,
         decollate=False,
     )

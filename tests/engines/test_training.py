@@ -13,6 +13,7 @@ from monai_ng.engines import (
     GradientNormClipper,
     SelectionScore,
     TrainingConfig,
+    build_evaluator,
     evaluate_mil,
     prepare_bag_batch,
     train_mil,
@@ -144,3 +145,29 @@ def test_training_config_checks(easy_store):
         train_mil(net, MILObjective(ng_weight=0), train, val, TrainingConfig(require_train_above_val=True))
     with pytest.raises(TypeError, match="out_dir needs a MILNetwork"):
         train_mil(torch.nn.Linear(8, 1), MILObjective(ng_weight=0), train, val, TrainingConfig(out_dir="x"))
+
+
+class _StopAtTrainer(Exception):
+    pass
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_copies_to_a_gpu_do_not_block(easy_store, monkeypatch, device):
+    """On a CUDA device the trainer and the evaluators copy batches with ``non_blocking=True`` (asynchronous when the
+    loader pins them); on the CPU they do not ask for it. Checked without a GPU: nothing is run on the device."""
+    import monai_ng.engines.training as training
+
+    seen = {}
+
+    def fake_trainer(**kwargs):
+        seen.update(kwargs)
+        raise _StopAtTrainer
+
+    monkeypatch.setattr(training, "SupervisedTrainer", fake_trainer)
+    net = build_mil_network("abmil", 8)
+    net.to = lambda *args, **kwargs: net  # keep the weights where they are: no GPU here
+    train, val, train_eval = _loaders(easy_store)
+    with pytest.raises(_StopAtTrainer):
+        train_mil(net, MILObjective(), train, val, TrainingConfig(max_epochs=1), device, train_eval_loader=train_eval)
+    assert seen["non_blocking"] is (device == "cuda")
+    assert build_evaluator(net, val, device).non_blocking is (device == "cuda")
