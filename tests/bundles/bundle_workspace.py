@@ -19,6 +19,9 @@ from monai_ng.data.phantom import write_rsna_abdominal, write_rsna_ich, write_rs
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES_DIR = REPO / "bundles"
+BUNDLE_DIRS = sorted(p for p in BUNDLES_DIR.iterdir() if (p / "configs").is_dir())
+# the config combinations that train or evaluate (each starts from train.json)
+TRAINING_CONFIGS = [["train.json"], ["train.json", "evaluate.json"], ["train.json", "multi_gpu_train.json"]]
 SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
 
 

@@ -4,15 +4,12 @@ false): their ``initialize`` calls :func:`monai_ng.engines.host_memory.retain_fr
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from bundles.bundle_workspace import BUNDLE_DIRS as BUNDLES
+from bundles.bundle_workspace import TRAINING_CONFIGS as CONFIGS
 from monai.bundle import ConfigParser
 
 import monai_ng.engines.host_memory as host_memory
-
-BUNDLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "bundles").iterdir() if (p / "configs").is_dir())
-CONFIGS = [["train.json"], ["train.json", "evaluate.json"], ["train.json", "multi_gpu_train.json"]]
 
 
 @pytest.mark.parametrize("configs", CONFIGS, ids=["+".join(c) for c in CONFIGS])

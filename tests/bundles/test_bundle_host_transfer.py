@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundles.bundle_workspace import BUNDLE_DIRS as BUNDLES
+from bundles.bundle_workspace import TRAINING_CONFIGS as CONFIGS
 from monai.bundle import ConfigParser
 
-BUNDLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "bundles").iterdir() if (p / "configs").is_dir())
-CONFIGS = [["train.json"], ["train.json", "evaluate.json"], ["train.json", "multi_gpu_train.json"]]
 LOADERS = ("train#dataloader", "train#eval_dataloader", "validate#dataloader")
 ENGINES = ("train#trainer", "validate#evaluator")
 
