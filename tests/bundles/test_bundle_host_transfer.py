@@ -17,23 +17,27 @@ LOADERS = ("train#dataloader", "train#eval_dataloader", "validate#dataloader")
 ENGINES = ("train#trainer", "validate#evaluator")
 
 
-def _parser(bundle: Path, configs: list[str], device: str, workers: int) -> ConfigParser:
+def _parser(bundle: Path, configs: list[str], device: str, workers: int, as_text: bool = False) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config([str(bundle / "configs" / name) for name in configs])
-    parser["device"] = f"$torch.device('{device}')"
+    # the config's own default is a torch.device; a command line override (--device cuda:1) is a plain string
+    parser["device"] = device if as_text else f"$torch.device('{device}')"
     parser["num_workers"] = workers
     return parser
 
 
+@pytest.mark.parametrize("as_text", [False, True], ids=["device", "text"])
 @pytest.mark.parametrize("configs", CONFIGS, ids=["+".join(c) for c in CONFIGS])
 @pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
 @pytest.mark.parametrize(
     ("device", "workers", "pinned", "non_blocking"),
     [("cuda:0", 4, True, True), ("cuda:0", 0, False, True), ("cpu", 4, False, False), ("cpu", 0, False, False)],
 )
-def test_loaders_pin_and_engines_copy_without_blocking_on_a_gpu(bundle, configs, device, workers, pinned, non_blocking):
-    parser = _parser(bundle, configs, device, workers)
-    assert parser.get_parsed_content("device") == torch.device(device)
+def test_loaders_pin_and_engines_copy_without_blocking_on_a_gpu(
+    bundle, configs, device, workers, pinned, non_blocking, as_text
+):
+    parser = _parser(bundle, configs, device, workers, as_text)
+    assert torch.device(parser.get_parsed_content("device")) == torch.device(device)
     for loader in LOADERS:
         assert parser[loader]["_target_"] == "DataLoader"
         assert parser.get_parsed_content(f"{loader}#pin_memory") is pinned, loader
