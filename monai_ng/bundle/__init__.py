@@ -5,6 +5,7 @@
 * :mod:`~monai_ng.bundle.slice_encoding_inferer`: frozen encoder in slice batches, then the MIL network.
 * :mod:`~monai_ng.bundle.prediction_writer`: per-scan JSON / PNG / KOS + SC, one CSV, ``failures.csv``.
 * :mod:`~monai_ng.bundle.components`: builders and initialisation checks (store, manifest, weights, encoder).
+* :mod:`~monai_ng.bundle.config_flags`: on / off config keys read alike from files and the command line.
 * :mod:`~monai_ng.bundle.handlers`: training switches as handlers (clip, selection rule, early stop), scan scores.
 * :mod:`~monai_ng.bundle.predict`: :func:`predict` / :func:`predict_dicomweb`, the API of ``monai-ng predict``.
 * :mod:`~monai_ng.bundle.package`: ``<name>_v<version>.zip`` in the model zoo's release layout.
@@ -26,6 +27,7 @@ from monai_ng.bundle.components import (
     store_split,
     write_embedding_spec,
 )
+from monai_ng.bundle.config_flags import config_flag
 from monai_ng.bundle.handlers import (
     ModelSelectionScore,
     OptionalGradientClipper,
@@ -64,6 +66,7 @@ __all__ = [
     "build_slice_encoder",
     "check_encoder_matches",
     "collate_scans",
+    "config_flag",
     "default_encoder_weights",
     "dicom_scan_id",
     "embedding_spec",

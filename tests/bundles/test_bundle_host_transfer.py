@@ -45,10 +45,11 @@ def test_loaders_pin_and_engines_copy_without_blocking_on_a_gpu(
         assert parser.get_parsed_content(f"{engine}#non_blocking") is non_blocking, engine
 
 
+@pytest.mark.parametrize("off", [False, "false"], ids=["bool", "text"])  # text: what `--pin_memory false` gives
 @pytest.mark.parametrize("bundle", BUNDLES, ids=[b.name for b in BUNDLES])
-def test_either_setting_can_be_switched_off(bundle):
+def test_either_setting_can_be_switched_off(bundle, off):
     parser = _parser(bundle, ["train.json"], "cuda:0", 4)
-    parser["pin_memory"] = False
-    parser["non_blocking"] = False
+    parser["pin_memory"] = off
+    parser["non_blocking"] = off
     assert not any(parser.get_parsed_content(f"{loader}#pin_memory") for loader in LOADERS)
     assert not any(parser.get_parsed_content(f"{engine}#non_blocking") for engine in ENGINES)
