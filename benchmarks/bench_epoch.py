@@ -18,13 +18,14 @@ the size of the head CT training set; written once under ``--workdir`` by :func:
   float32 outputs (:class:`AutocastForward`; their loop's closing ``logits.numpy()`` cannot take bfloat16).
 - Timed, per model, in one process: ``--rounds`` rounds of (theirs, ours) epochs, alternating which goes first; the
   GPU is synchronised at both ends of every timed epoch. Also, once per model: our epoch in fp32 (``--amp`` with
-  ``--also-fp32``), and our data path alone (iterating the loader and copying each batch to the device), to show what
-  loading costs. Peak GPU memory per side from ``torch.cuda.max_memory_allocated``. ``--write-docs`` rewrites the CPU
+  ``--also-fp32``), our epoch with pageable batches and blocking copies (``--also-pageable``), and our data path
+  alone (iterating the loader and copying each batch to the device), to show what loading costs. Peak GPU memory per side from ``torch.cuda.max_memory_allocated``. ``--write-docs`` rewrites the CPU
   or the CUDA section of ``docs/performance.md``.
 
 Usage::
 
-    python3 benchmarks/bench_epoch.py --official-src PATH --device cuda --amp bf16 --also-fp32 --workers 4  # GPU
+    python3 benchmarks/bench_epoch.py --official-src PATH --device cuda --amp bf16 --also-fp32 --also-pageable \
+        --workers 4                                                                     # GPU
     python3 benchmarks/bench_epoch.py --official-src PATH --threads 1 --models ABMIL+NG SmAP+NG TransMIL+NG  # CPU
     python3 benchmarks/bench_epoch.py --official-src PATH --quick                           # CPU smoke run
 """
@@ -140,12 +141,17 @@ class TheirEpoch:
 
 
 class OurEpoch:
-    """Our training path for one model: ``BagDataset`` + ``collate_packed_bags`` loader + MONAI ``SupervisedTrainer``."""
+    """Our training path for one model: ``BagDataset`` + ``collate_packed_bags`` loader + MONAI ``SupervisedTrainer``.
 
-    def __init__(self, side: OurSide, store: EmbeddingStore, workers: int) -> None:
+    ``pinned`` (on CUDA): the loader pins its batches and the trainer copies them with ``non_blocking=True``, as the
+    library does on a GPU; False keeps pageable batches and blocking copies (``--also-pageable``). Off CUDA: neither.
+    """
+
+    def __init__(self, side: OurSide, store: EmbeddingStore, workers: int, pinned: bool = True) -> None:
         from monai.engines import SupervisedTrainer  # noqa: PLC0415 - keeps --help fast
 
         self.side = side
+        self.pinned = pinned and side.device.type == "cuda"
         self.dataset = BagDataset(store)
         self.loader = DataLoader(
             self.dataset,
@@ -153,7 +159,7 @@ class OurEpoch:
             shuffle=True,
             collate_fn=collate_packed_bags,
             num_workers=workers,
-            pin_memory=side.device.type == "cuda",
+            pin_memory=self.pinned,
             persistent_workers=workers > 0,
         )
         self.trainer_type = SupervisedTrainer
@@ -168,7 +174,7 @@ class OurEpoch:
             optimizer=side.optimizer,
             loss_function=side.criterion,
             prepare_batch=prepare_bag_batch,
-            non_blocking=side.device.type == "cuda",
+            non_blocking=self.pinned,
             amp=side.amp is not None,
             amp_kwargs={"dtype": side.amp} if side.amp is not None else None,
             decollate=False,
@@ -183,7 +189,7 @@ class OurEpoch:
         """Iterate the loader once, copying each batch to the device; returns the slices seen."""
         n = 0
         for batch in self.loader:
-            prepare_bag_batch(batch, self.side.device, non_blocking=self.side.device.type == "cuda")
+            prepare_bag_batch(batch, self.side.device, non_blocking=self.pinned)
             n += int(batch[BagKeys.N_SLICES].sum())
         return n
 
@@ -197,7 +203,8 @@ def bench_model(
     device: torch.device,
     amp: torch.dtype | None,
 ) -> dict[str, Any]:
-    """Timings of one model: interleaved epochs of both sides, then ours in fp32 (with ``--amp``) and data alone."""
+    """Timings of one model: interleaved epochs of both sides, then ours in fp32 (with ``--amp``), ours with pageable
+    batches (``--also-pageable``) and our data path alone."""
     torch.manual_seed(args.seed)
     theirs = OfficialSide(code, spec, device, amp, args.lr)
     ours = OurSide(spec, device, amp, args.lr)
@@ -223,6 +230,12 @@ def bench_model(
         row["ours_fp32_s"], row["ours_fp32_peak_gib"] = seconds, peak
         row["ours_fp32_bags_per_s"] = bags / seconds
         print(f"  {spec.label} ours fp32: {seconds:.2f} s", flush=True)
+    if args.also_pageable:
+        pageable = OurSide(spec, device, amp, args.lr)
+        pageable.network.load_state_dict(ours.network.state_dict())
+        seconds, _ = timed_epoch(OurEpoch(pageable, store, args.workers, pinned=False), device)
+        row["ours_pageable_s"], row["ours_pageable_bags_per_s"] = seconds, bags / seconds
+        print(f"  {spec.label} ours, pageable batches: {seconds:.2f} s", flush=True)
     slices: list[int] = []
     seconds, _ = timed_epoch(lambda: slices.append(our_epoch.data_only()), device)
     row["data_only_s"], row["data_only_slices"] = seconds, slices[0]
@@ -234,6 +247,7 @@ def bench_model(
 def markdown(results: dict[str, Any]) -> str:
     """The epoch table: seconds and bags/s per side, the ratio, our fp32 epoch, the data path's share, peak memory."""
     amp = results.get("amp")
+    pageable = any("ours_pageable_s" in t for t in results["timings"])
     lines = [
         f"One epoch over {'the head-CT-sized' if results['bags'] == HEAD_BAGS else 'a'} synthetic store "
         f"({results['bags']:,} bags, {results['slices']:,} slices, fp16, "
@@ -242,14 +256,17 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "| model | epoch s: theirs / ours | bags/s: theirs / ours | ours / theirs | "
         + ("our epoch in fp32, s | " if amp else "")
+        + ("our epoch, pageable batches and blocking copies, s | " if pageable else "")
         + "our data path alone, s (share of our epoch) | peak GPU GiB: theirs / ours |",
-        "|---|---|---|---|" + ("---|" if amp else "") + "---|---|",
+        "|---|---|---|---|" + ("---|" if amp else "") + ("---|" if pageable else "") + "---|---|",
     ]
     for t in results["timings"]:
         peak = "–"
         if t.get("theirs_peak_gib") is not None:
             peak = f"{t['theirs_peak_gib']:.2f} / {t['ours_peak_gib']:.2f}"
         fp32 = f"{t['ours_fp32_s']:.2f} | " if amp and "ours_fp32_s" in t else ("– | " if amp else "")
+        if pageable:
+            fp32 += f"{t['ours_pageable_s']:.2f} | " if "ours_pageable_s" in t else "– | "
         lines.append(
             f"| {t['model']} | {statistics.median(t['theirs_s']):.2f} / {statistics.median(t['ours_s']):.2f} | "
             f"{t['theirs_bags_per_s']:.0f} / {t['ours_bags_per_s']:.0f} | {t['ratio']:.2f} | {fp32}"
@@ -269,6 +286,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--amp", choices=("bf16",), default=None, help="autocast both sides (CUDA only)")
     parser.add_argument("--also-fp32", action="store_true", help="with --amp: also one epoch of ours in fp32")
+    parser.add_argument(
+        "--also-pageable",
+        action="store_true",
+        help="with --device cuda: also one epoch of ours with pageable batches and blocking copies",
+    )
     parser.add_argument("--models", nargs="+", default=["ABMIL+NG", "TransMIL+NG"])
     parser.add_argument("--rounds", type=int, default=1, help="epochs per side per model (alternating first)")
     parser.add_argument("--workers", type=int, default=0, help="our loader's worker processes")
@@ -285,6 +307,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown --models {sorted(set(args.models) - known)}; choose from {sorted(known)}")
     if args.amp and args.device != "cuda":
         parser.error("--amp needs --device cuda (MONAI's trainer autocasts on CUDA only)")
+    if args.also_pageable and args.device != "cuda":
+        parser.error("--also-pageable needs --device cuda (batches are pinned on CUDA only)")
     if args.rounds < 1 or args.workers < 0:
         parser.error("--rounds must be >= 1 and --workers >= 0")
     return args

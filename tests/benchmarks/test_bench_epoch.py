@@ -103,3 +103,51 @@ def test_markdown(bench):
     plain = bench.markdown(dict(results, amp=None, bags=100, interrupted=True)).splitlines()
     assert plain[0].startswith("One epoch over a synthetic store (100 bags")
     assert "fp32" not in plain[2] and plain[-1].startswith("Interrupted (SIGINT) after 1 model(s)")
+
+
+def test_pageable_epochs_need_cuda(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--also-pageable"])
+    assert bench.parse_args(["--device", "cuda", "--also-pageable"]).also_pageable
+
+
+@pytest.mark.parametrize(
+    ("device", "pinned", "expected"), [("cuda", True, True), ("cuda", False, False), ("cpu", True, False)]
+)
+def test_our_epoch_pins_and_copies_without_blocking_on_cuda_only(bench, tmp_path, device, pinned, expected):
+    """Built only (nothing runs on the device, so no GPU is needed): the loader's ``pin_memory`` and the trainer's
+    ``non_blocking`` follow ``pinned`` on CUDA, and are off elsewhere."""
+    from types import SimpleNamespace
+
+    store, _ = _store(tmp_path / "store", [4, 6, 3], [1, 0, 1])
+    network = build_mil_network("abmil", 8)
+    side = SimpleNamespace(
+        device=torch.device(device),
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=1e-2),
+        criterion=torch.nn.Identity(),
+        amp=None,
+    )
+    epoch = bench.OurEpoch(side, store, workers=0, pinned=pinned)
+    assert epoch.loader.pin_memory is expected
+    assert epoch.trainer().non_blocking is expected
+
+
+def test_the_table_gains_the_pageable_column_when_measured(bench):
+    row = {
+        "model": "ABMIL+NG",
+        "theirs_s": [10.0],
+        "ours_s": [2.0],
+        "theirs_bags_per_s": 100.0,
+        "ours_bags_per_s": 500.0,
+        "ratio": 5.0,
+        "data_only_s": 1.0,
+        "data_share": 0.5,
+    }
+    results = {"amp": None, "bags": 1000, "slices": 30000, "rounds": 1, "timings": [row]}
+    assert "pageable" not in bench.markdown(results)
+    row["ours_pageable_s"] = 2.5
+    table = bench.markdown(results).splitlines()
+    assert "our epoch, pageable batches and blocking copies, s" in table[2]
+    assert table[3].count("|") == table[2].count("|") == table[4].count("|")
+    assert "| 5.00 | 2.50 | 1.00 (50 %) |" in table[4]
