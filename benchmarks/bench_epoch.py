@@ -1,7 +1,8 @@
 """One head-CT-sized training epoch end to end, data loading included: this project against the paper's public code.
 
-Issue 12, on the CPU and (``--device cuda``) on a GPU. Data: the synthetic fp16 store of ``bench_mil.py`` (21,744 bags, 752,803 slices, 768-d:
-the size of the head CT training set; written once under ``--workdir`` by :func:`bench_mil.ensure_store`).
+Issue 12, on the CPU and (``--device cuda``) on a GPU. Data: the synthetic fp16 store of ``bench_mil.py`` (21,744
+bags, 752,803 slices, 768-d: the size of the head CT training set; written once under ``--workdir`` by
+:func:`bench_mil.ensure_store`).
 
 - **Ours**, as :func:`monai_ng.engines.train_mil` trains (without its validation handler):
   :class:`~monai_ng.data.BagDataset` over the memory-mapped store -> ``DataLoader(batch_size=64, shuffle=True,
@@ -19,8 +20,9 @@ the size of the head CT training set; written once under ``--workdir`` by :func:
 - Timed, per model, in one process: ``--rounds`` rounds of (theirs, ours) epochs, alternating which goes first; the
   GPU is synchronised at both ends of every timed epoch. Also, once per model: our epoch in fp32 (``--amp`` with
   ``--also-fp32``), our epoch with pageable batches and blocking copies (``--also-pageable``), and our data path
-  alone (iterating the loader and copying each batch to the device), to show what loading costs. Peak GPU memory per side from ``torch.cuda.max_memory_allocated``. ``--write-docs`` rewrites the CPU
-  or the CUDA section of ``docs/performance.md``.
+  alone (iterating the loader and copying each batch to the device), to show what loading costs. Peak GPU memory per
+  side from ``torch.cuda.max_memory_allocated``. ``--write-docs`` rewrites the CPU or the CUDA section of
+  ``docs/performance.md``.
 
 Usage::
 

@@ -24,6 +24,7 @@ if [ -z "${SKIP_OFFICIAL:-}" ]; then
 fi
 if [ -z "${SKIP_EPOCH:-}" ]; then
     timeout -s INT "${EPOCH_LIMIT:-480}" python3 benchmarks/bench_epoch.py --official-src "$official" \
-        --device cuda --amp bf16 --also-fp32 --also-pageable --workers 4 --rounds 1 --workdir "${WORKDIR:-/tmp/monai_ng_bench}" \
+        --device cuda --amp bf16 --also-fp32 --also-pageable --workers 4 --rounds 1 \
+        --workdir "${WORKDIR:-/tmp/monai_ng_bench}" \
         --write-docs --docs "$out/performance.md" --out "$out/epoch_cuda.json" 2>&1 | tee "$out/epoch_cuda.log"
 fi
